@@ -1,0 +1,97 @@
+"""The `gpt2` command: a table of subcommands, each a plain importable function.
+
+Every subcommand is `function(config)` for one dataclass of `gpt2.config`; its
+flags are generated from that dataclass, so `gpt2 X --help`, TOML files and the
+Python API always agree. Modules are imported only when their command runs, so
+`gpt2 tokenizer ...` starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gpt2 import config as C
+from gpt2.errors import GPT2Error
+
+# name -> (one-line help, "module:function", config class)
+COMMANDS: dict[str, tuple[str, str, type]] = {
+    "tokenizer train": (
+        "learn a byte-level BPE vocabulary from text files",
+        "gpt2.tokenizer:train_command",
+        C.TokenizerTrainConfig,
+    ),
+    "tokenizer encode": ("text -> token ids, with a statistics line", "gpt2.tokenizer:encode_command", C.TokenizerEncodeConfig),
+    "tokenizer decode": ("token ids -> text", "gpt2.tokenizer:decode_command", C.TokenizerDecodeConfig),
+    "demo": ("the small end-to-end demo of the README", "gpt2.demo:demo", C.DemoConfig),
+}
+
+GROUPS = {"tokenizer": "byte-level BPE: train, encode, decode"}
+
+log = logging.getLogger("gpt2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt2",
+        description="GPT-2: tokenizer, model, pre-training, sampling and the paper's evaluations.",
+    )
+    parser.add_argument("-q", "--quiet", dest="_quiet", action="store_true", help="only print warnings and errors")
+    parser.add_argument("-v", "--verbose", dest="_verbose", action="store_true", help="print debug messages")
+    top = parser.add_subparsers(dest="_command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, (help_text, target, cls) in COMMANDS.items():
+        words = name.split()
+        sub = top
+        if len(words) == 2:
+            if words[0] not in groups:
+                group = top.add_parser(words[0], help=GROUPS[words[0]], description=GROUPS[words[0]])
+                groups[words[0]] = group.add_subparsers(dest="_subcommand", metavar="COMMAND", required=True)
+            sub = groups[words[0]]
+        p = sub.add_parser(words[-1], help=help_text, description=(cls.__doc__ or help_text).strip())
+        p.add_argument("--config", dest="_config_file", type=Path, metavar="FILE.toml", help="read settings from a TOML file (flags override it)")
+        C.add_arguments(p, cls)
+        p.set_defaults(_target=target, _cls=cls, _name=name)
+    return parser
+
+
+def run(name: str, cfg: object) -> object:
+    """Run a subcommand by name with a resolved config (what the CLI does after parsing)."""
+    module, func = COMMANDS[name][1].split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    # Under torchrun only rank 0 speaks at INFO; the others report warnings and errors.
+    if int(os.environ.get("RANK", "0")) != 0 and not verbose:
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args._quiet, args._verbose)
+    try:
+        cfg = C.resolve(args._cls, C.overrides_from_args(args), args._config_file)
+        run(args._name, cfg)
+    except GPT2Error as e:
+        print(f"gpt2 {args._name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the user named: unreadable, a directory, disk full
+        if isinstance(e, BrokenPipeError):  # `gpt2 ... | head`
+            return 0
+        print(f"gpt2 {args._name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gpt2 {args._name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

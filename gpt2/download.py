@@ -1,0 +1,77 @@
+"""Fetch a file once into the user's cache, checked against a pinned sha256.
+
+Used for the GPT-2 tokenizer files, corpora and evaluation datasets. The cache
+is `$GPT2_CACHE` (default `$XDG_CACHE_HOME/gpt2`, i.e. `~/.cache/gpt2`). With
+`GPT2_OFFLINE=1` nothing is downloaded and a missing file is a one-line error
+that says where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from gpt2.errors import GPT2Error
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    if os.environ.get("GPT2_CACHE"):
+        return Path(os.environ["GPT2_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gpt2"
+
+
+def offline() -> bool:
+    return os.environ.get("GPT2_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(url: str, sha256: str, dest: Path, what: str | None = None) -> Path:
+    """Return `dest`, downloading `url` there first unless a copy with the right checksum is present."""
+    what = what or dest.name
+    if dest.is_file() and sha256_file(dest) == sha256:
+        return dest
+    if offline():
+        raise GPT2Error(
+            f"{what} is not in the cache and GPT2_OFFLINE is set: download {url} "
+            f"(sha256 {sha256}) to {dest}, or unset GPT2_OFFLINE"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    log.info("downloading %s -> %s", url, dest)
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=what, disable=None) as bar:
+                while block := response.read(1 << 20):
+                    f.write(block)
+                    h.update(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", e)
+        raise GPT2Error(
+            f"could not download {what} from {url} ({reason}); check the connection, or place the file "
+            f"at {dest} yourself and set GPT2_OFFLINE=1"
+        ) from None
+    if h.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise GPT2Error(f"{url} has sha256 {h.hexdigest()}, expected {sha256}: the download is corrupt or the file changed")
+    os.replace(part, dest)
+    return dest

@@ -1,0 +1,265 @@
+"""The GPT-2 Transformer language model (GPT-2 paper section 2.3, Table 2), and GPT-1's variant.
+
+A decoder-only Transformer (Vaswani et al. 2017) as modified by GPT-2: LayerNorm
+at the input of each sub-block and after the last block, learned position
+embeddings, input and output embeddings tied, GELU, and residual projections
+initialised with std 0.02 / sqrt(N) for N residual layers. GPT-1 (Radford et al.
+2018) normalises after each sub-block instead and has no final LayerNorm.
+
+Parameter names follow OpenAI's checkpoints as Hugging Face spells them
+(transformer.wte, transformer.h.0.attn.c_attn, ...), so importing weights is a
+rename-free copy (HF's Conv1D stores weights transposed; see weights.py).
+This file holds the network only: no I/O, optimiser or distributed code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpt2.errors import ConfigError
+
+# The paper's four sizes (Table 2; head counts from the released checkpoints) and GPT-1.
+PRESETS: dict[str, dict] = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M ("117M" in the paper)
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 355M ("345M")
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M ("762M")
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M ("1542M")
+    # GPT-1: 12 layers, 768 wide, 512 positions, 40,000 BPE merges (+478 base symbols).
+    "gpt1": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, vocab_size=40478, norm="post"),
+}
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    """context length: the number of learned positions"""
+    vocab_size: int = 50257
+    """tokens the model predicts (GPT-2's BPE: 50,257)"""
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    """dropout on embeddings, attention weights and residual branches (GPT-1 used 0.1)"""
+    bias: bool = True
+    """biases in Linear layers and LayerNorms, as in GPT-2"""
+    norm: Literal["pre", "post"] = "pre"
+    """'pre': LayerNorm at each sub-block's input plus a final one (GPT-2); 'post': after each residual add (GPT-1)"""
+    layer_norm_epsilon: float = 1e-5
+    pad_vocab_to: int = 1
+    """round the embedding matrix up to a multiple of this (64 or 128 speeds up matmuls); logits are
+    cut back to vocab_size, so results do not change"""
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "pad_vocab_to"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.norm not in ("pre", "post"):
+            raise ConfigError(f"model.norm must be 'pre' or 'post', got {self.norm!r}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return math.ceil(self.vocab_size / self.pad_vocab_to) * self.pad_vocab_to
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> GPTConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for every layer: (B, n_head, max_len, head_dim) buffers.
+
+    Each forward pass with a cache attends to the cached positions plus the new
+    ones and appends the new keys and values. `length` is the number of cached
+    positions; `key_mask` (B, max_len), if set, marks which of them are real
+    tokens rather than padding (batches of prompts of different lengths).
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+        self.key_mask: torch.Tensor | None = None
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A new cache holding rows `rows` of this one (e.g. one shared prefix repeated for each candidate)."""
+        out = KVCache.__new__(KVCache)
+        out.k, out.v, out.length = self.k[:, rows], self.v[:, rows], self.length
+        out.key_mask = None if self.key_mask is None else self.key_mask[rows]
+        return out
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, L + T, hs)
+        # mask None: plain causal attention over these T positions (flash / memory-efficient kernels)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None and T > 1
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GPT-2 used the tanh approximation of GELU (Hendrycks & Gimpel 2016)
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.pre_norm = config.norm == "pre"
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mask=None, cache=None, layer=0):
+        if self.pre_norm:  # GPT-2
+            x = x + self.attn(self.ln_1(x), mask, cache, layer)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, mask, cache, layer))  # GPT-1
+        return self.ln_2(x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        V = config.padded_vocab_size
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(V, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=(
+                    nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+                    if config.norm == "pre"
+                    else nn.Identity()
+                ),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, V, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied input and output embeddings
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation (openai/gpt-2 model.py): N(0, 0.02), positions N(0, 0.01), biases 0,
+        and the two projections that write into the residual stream scaled by 1/sqrt(N), N = 2 * n_layer."""
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * self.config.n_layer))
+            elif name == "transformer.wpe.weight":
+                nn.init.normal_(p, 0.0, 0.01)
+            elif name.endswith(".weight") and p.dim() == 2:
+                nn.init.normal_(p, 0.0, 0.02)
+            elif name.endswith(".weight"):  # LayerNorm gains
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+        self.transformer.wte.weight[self.config.vocab_size :].zero_()  # padding rows are never predicted
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters as the released models count them (tied embeddings once, padding rows excluded)."""
+        n = sum(p.numel() for p in self.parameters())
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        if non_embedding:
+            n -= self.config.vocab_size * self.config.n_embd + self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab_size) for token ids `idx` (B, T), and the mean cross-entropy if `targets`
+        are given (positions with target -1 are ignored).
+
+        With a `cache`, `idx` continues the cached positions. `attention_mask`
+        (B, L + T), 1 for real tokens and 0 for padding, lets a batch hold
+        sequences of different lengths (left-padded for generation); then
+        `positions` (B, T) gives each token's position id. `last_only` computes
+        logits for the last position only (sampling).
+        """
+        B, T = idx.shape
+        L = cache.length if cache is not None else 0
+        if L + T > self.config.block_size:
+            raise ValueError(f"sequence of {L + T} tokens is longer than the context of {self.config.block_size}")
+        if positions is None:
+            positions = torch.arange(L, L + T, device=idx.device).unsqueeze(0)  # (1, T)
+        mask = None
+        if attention_mask is not None or (cache is not None and L > 0 and T > 1):
+            # query i (absolute position L + i) sees keys j <= L + i that are real tokens; every query
+            # also sees itself so that rows of padding stay finite
+            q_pos = torch.arange(L, L + T, device=idx.device)
+            k_pos = torch.arange(L + T, device=idx.device)
+            mask = k_pos[None, :] <= q_pos[:, None]  # (T, L + T)
+            if attention_mask is not None:
+                mask = mask & attention_mask[:, None, : L + T].bool()  # (B, T, L + T)
+                mask = mask | (k_pos[None, None, :] == q_pos[None, :, None])
+                mask = mask[:, None]  # (B, 1, T, L + T)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask, cache, i)
+        x = self.transformer.ln_f(x)
+        if cache is not None:
+            cache.length = L + T
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.lm_head(x)
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
