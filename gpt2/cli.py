@@ -28,6 +28,13 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     "tokenizer encode": ("text -> token ids, with a statistics line", "gpt2.tokenizer:encode_command", C.TokenizerEncodeConfig),
     "tokenizer decode": ("token ids -> text", "gpt2.tokenizer:decode_command", C.TokenizerDecodeConfig),
     "demo": ("the small end-to-end demo of the README", "gpt2.demo:demo", C.DemoConfig),
+
+    # ---- model, weights, sampling
+
+    # ---- data and training
+
+    # ---- evaluation
+
 }
 
 GROUPS = {"tokenizer": "byte-level BPE: train, encode, decode"}
