@@ -20,7 +20,8 @@ from collections.abc import Callable
 # --------------------------------------------------------------------------
 # WikiText (Merity et al. 2016): tokenized text with `@-@` style joiners.
 
-_WIKI_JOINERS = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
+# " @-@ " -> "-", " @,@ " -> ",", " @.@ " -> "."; two joiners in a row share the space between them
+_WIKI_JOINER = re.compile(r" @([-,.])@(?: (?!@[-,.]@)|(?= @[-,.]@))")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([:;.!?,])")
 _HEADING = re.compile(r"= (?:= )*=")  # "= = =" (section markers spelled with spaces)
 _LINE_EDGE_SPACES = re.compile(r" *\n *")
@@ -42,8 +43,7 @@ def wikitext(text: str) -> str:
     >>> wikitext(' \\n = = Career = = \\n He was a well @-@ known actor ( 1 @,@ 000 roles ) .')
     '\\n== Career ==\\nHe was a well-known actor (1,000 roles).'
     """
-    for a, b in _WIKI_JOINERS:
-        text = text.replace(a, b)
+    text = _WIKI_JOINER.sub(r"\1", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     text = _tighten_pairs(text)
     text = _HEADING.sub(lambda m: m.group(0).replace(" ", ""), text)

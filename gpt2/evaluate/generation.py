@@ -181,6 +181,11 @@ def cnndm(ctx: Context) -> TaskOutput:
 # WMT-14
 
 
+def translation_budget(source_lengths: list[int]) -> int:
+    """New tokens allowed: room for a translation twice as long (in tokens) as the longest source, at most 256."""
+    return min(256, 2 * max(source_lengths) + 8)
+
+
 def translation_prompt(shots: list[tuple[str, str]], source: str) -> str:
     return "".join(f"{s} = {t}\n" for s, t in shots) + f"{source} ="
 
@@ -196,9 +201,7 @@ def _wmt(ctx: Context, pair: str, title: str) -> TaskOutput:
     shots = list(zip(sources[:k], targets[:k]))
     test = ctx.limited(list(zip(sources[k:], targets[k:])))
     prompts = ctx.encode([translation_prompt(shots, s) for s, _ in test])
-    src_lengths = [len(x) for x in ctx.encode([s for s, _ in test])]
-    # room for a translation twice as long (in tokens) as the longest source, at most 256 tokens
-    max_new = min(256, 2 * max(src_lengths) + 8)
+    max_new = translation_budget([len(x) for x in ctx.encode([s for s, _ in test])])
     new, cut = generate_batched(ctx, prompts, max_new, desc=title, temperature=0.0, stop_ids=(ctx.eot, *_newline_ids(ctx.tokenizer)))
     hyps = [_decode_line(ctx, n) for n in new]
     score, signature = M.bleu(hyps, [t for _, t in test])

@@ -163,7 +163,8 @@ class Scorer:
 
         Window k runs the inputs s[start : start + length] and is scored on its
         last `scored` targets (target j is s[j + 1]); together the windows score
-        targets 1 .. n_tokens - 1 exactly once.
+        targets 1 .. n_tokens - 1 exactly once. With stride == block_size the
+        windows are the disjoint blocks s[kB : (k + 1)B].
         """
         B = self.block_size
         if not 1 <= stride <= B:
@@ -175,7 +176,8 @@ class Scorer:
         end = out[0][1]  # targets 1 .. end are scored
         while end < last:
             new_end = min(end + stride, last)
-            start = max(0, new_end - B)
+            # disjoint windows restart from nothing (even the short last one); a sliding one looks back B tokens
+            start = end if stride == B else max(0, new_end - B)
             out.append((start, new_end - start, new_end - end))
             end = new_end
         return out
