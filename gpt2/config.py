@@ -368,7 +368,7 @@ class EvalConfig:
     device: str = opt("cpu", "torch device: cpu, cuda, cuda:1, mps")
     dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "weights and activations (log-softmax is always float32)")
     batch_tokens: int = opt(8192, "tokens per forward pass; lower it if memory runs out (results do not depend on it beyond float rounding)")
-    windows: list[Literal["disjoint", "sliding"]] = opt(
+    windows: list[str] = opt(
         ["disjoint"], "language-modelling variants: 'disjoint' (stride = context) and/or 'sliding' (stride --stride; costs context/stride times more)"
     )
     stride: int = opt(32, "stride of the sliding-window variant, in tokens")
@@ -383,15 +383,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         from gpt2.evaluate.tasks import expand
 
-        try:
-            self.tasks = expand(self.tasks)
+        try:  # --tasks a,b,c and --tasks a b c both work
+            self.tasks = expand([t for item in self.tasks for t in str(item).split(",") if t.strip()])
         except ValueError as e:
             raise ConfigError(f"--tasks: {e}") from None
         if not self.tasks:
             raise ConfigError("--tasks is empty; name at least one task or group")
-        if not self.windows:
-            raise ConfigError("--windows needs 'disjoint', 'sliding' or both")
-        self.windows = list(dict.fromkeys(self.windows))
+        self.windows = list(dict.fromkeys(w.strip() for item in self.windows for w in str(item).split(",") if w.strip()))
+        if not self.windows or any(w not in ("disjoint", "sliding") for w in self.windows):
+            raise ConfigError(f"--windows takes 'disjoint', 'sliding' or both, got {','.join(self.windows) or 'nothing'}")
         for name in ("batch_tokens", "stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -265,19 +265,30 @@ def _paper_value(task: str, mid: str, size: str) -> float | None:
     return None
 
 
+def _params_label(n: float, _pos=None) -> str:
+    return f"{n / 1e9:g}B" if n >= 1e9 else f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}K"
+
+
 def _panel(ax, runs: list[dict], series: list[tuple[str, str, str]], ylabel: str, title: str) -> bool:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     drawn = False
     colors = ["C0", "C1", "C2", "C3"]
     for k, (task, mid, legend) in enumerate(series):
+        label = f"{legend} " if legend else ""
         pts = sorted((r["model"]["n_params"], v) for r in runs if (v := _value(r, task, mid)) is not None)
         if pts:
-            ax.plot(*zip(*pts), "o-", color=colors[k % 4], label=f"{legend} (ours)")
+            ax.plot(*zip(*pts), "o-", color=colors[k % 4], label=f"{label}(ours)")
             drawn = True
         paper = [(released_params(*PAPER_SIZES[s]), v) for s in PAPER_SIZES if (v := _paper_value(task, mid, s)) is not None]
         if paper:
-            ax.plot(*zip(*paper), "s--", color=colors[k % 4], alpha=0.5, label=f"{legend} (paper)")
+            ax.plot(*zip(*paper), "s--", color=colors[k % 4], alpha=0.5, label=f"{label}(paper)")
             drawn = True
     ax.set_xscale("log")
+    if "perplexity" in ylabel:
+        ax.set_yscale("log")  # perplexities of models of different quality span orders of magnitude
+    ax.xaxis.set_major_formatter(FuncFormatter(_params_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("parameters")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
