@@ -133,8 +133,13 @@ class Scorer:
         return captured[0]
 
     def _token_scores(
-        self, h: torch.Tensor, targets: torch.Tensor, filter_rows: torch.Tensor | None = None, banned: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        self,
+        h: torch.Tensor,
+        targets: torch.Tensor,
+        filter_rows: torch.Tensor | None = None,
+        banned: torch.Tensor | None = None,
+        want_greedy: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """log p(target) and "target is the top choice" for hidden states h (N, C) and targets (N,).
 
         With `banned` token ids, also whether the target is the top choice once
@@ -146,6 +151,8 @@ class Scorer:
             tgt = targets[i : i + LOGIT_ROWS]
             t_logit = logits.gather(1, tgt[:, None])[:, 0]
             lps.append((t_logit - torch.logsumexp(logits, dim=-1)).double())
+            if not want_greedy:
+                continue
             greedy.append(t_logit >= logits.max(dim=-1).values)
             if banned is not None:
                 rows = filter_rows[i : i + LOGIT_ROWS]
@@ -154,7 +161,7 @@ class Scorer:
         if not lps:
             empty = torch.zeros(0, device=h.device)
             return empty.double(), empty.bool(), None if banned is None else empty.bool()
-        return torch.cat(lps), torch.cat(greedy), None if banned is None else torch.cat(filtered)
+        return torch.cat(lps), torch.cat(greedy) if want_greedy else None, None if banned is None else torch.cat(filtered)
 
     # -- long documents ------------------------------------------------------
 
@@ -208,7 +215,7 @@ class Scorer:
                     sel[r, length - scored : length] = True
                 h = self.hidden(idx.to(self.device))
                 sel = sel.to(self.device)
-                lp, _, _ = self._token_scores(h[sel], tgt.to(self.device)[sel])
+                lp, _, _ = self._token_scores(h[sel], tgt.to(self.device)[sel], want_greedy=False)
                 nll -= lp.sum().item()
                 n_tokens += lp.numel()
                 bar.update(len(batch))
