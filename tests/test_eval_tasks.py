@@ -353,3 +353,29 @@ def test_cnndm_summaries_and_baselines(models, gpt2_tokenizer, tmp_path):
     assert out.details["articles_cut"] == 1  # the article is longer than the tiny model's 256-token context
     again = generation.cnndm(context(models, gpt2_tokenizer, files, tmp_path, limit=1, seed=3))
     assert [x["summary"] for x in again.samples] == summaries  # seeded sampling: reproducible
+
+
+# ----------------------------------------------------------------------------- the full real files (slow)
+
+
+@pytest.mark.slow
+def test_full_lambada_and_wikitext2_against_transformers(models, gpt2_tokenizer, tmp_path):
+    """All 5,153 LAMBADA passages and the whole WikiText-2 test set, checked against transformers."""
+    hf, _ = models
+    files = {"lambada-test": SHARED / "lambada" / "lambada_test.jsonl", "wikitext2-test": SHARED / "wikitext2_tokens" / "wiki.test.tokens"}
+    ctx = context(models, gpt2_tokenizer, files, tmp_path)
+    got = {m.id: m.value for m in cloze.lambada(ctx).metrics}
+    nll, whole = [], []
+    for p in D.load_lambada(files["lambada-test"]):
+        c, t = cloze.split_last_word(detokenize.lambada(p))
+        ci, ti = gpt2_tokenizer.encode_ordinary(c), gpt2_tokenizer.encode_ordinary(t)
+        logits = hf_argmax(hf, ci + ti)[len(ci) - 1 :]
+        whole.append(bool((logits.argmax(-1) == torch.tensor(ti)).all()))
+        nll.append(-torch.log_softmax(logits.double(), -1)[torch.arange(len(ti)), torch.tensor(ti)].sum().item())
+    assert len(nll) == 5153
+    assert got["acc"] == pytest.approx(100 * np.mean(whole)) and got["ppl"] == pytest.approx(math.exp(np.mean(nll)), rel=1e-4)
+
+    out = language_modeling.wikitext2(ctx)
+    original = read_text(files["wikitext2-test"])
+    ids = gpt2_tokenizer.encode_ordinary(detokenize.wikitext(original))
+    assert out.metrics[0].value == pytest.approx(math.exp(hf_document_nll(hf, ids, BLOCK) / 241_211), rel=1e-4)

@@ -63,6 +63,8 @@ def generate_batched(
             cut += 1
             p = p[-room:] if keep == "end" else p[:room]
         fitted.append(p)
+    if ctx.tokenizer.n_vocab < ctx.model.config.vocab_size:
+        sampling["vocab_size"] = ctx.tokenizer.n_vocab  # never produce ids the tokenizer cannot decode
     order = sorted(range(len(fitted)), key=lambda i: -len(fitted[i]))
     out: list[list[int]] = [[] for _ in fitted]
     with tqdm(total=len(fitted), desc=desc, unit="prompt", file=sys.stderr, disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
