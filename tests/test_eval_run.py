@@ -163,3 +163,24 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert r.returncode == 2 and "unknown task 'nope'" in r.stderr
     r = cli("eval", "--model", "x", "--out", "o", "--windows", "both")
     assert r.returncode == 2 and "disjoint" in r.stderr
+
+
+def test_gpt2_eval_on_model_directories(cli, gpt2_tokenizer, tmp_path):
+    """`gpt2 eval` on the project's own directory and on its Hugging Face export: the same numbers as the library."""
+    from gpt2.weights import export_hf, save_model
+
+    model = tiny()
+    save_model(model, tmp_path / "ours", gpt2_tokenizer)
+    export_hf(model, tmp_path / "hf", gpt2_tokenizer)
+    args = ["--tasks", "lambada,wsc273", "--data-dir", str(SHARED), "--limit", "6", "--threads", "1"]
+    for name in ("ours", "hf"):
+        r = cli("eval", "--model", str(tmp_path / name), "--out", str(tmp_path / f"out-{name}"), *args)
+        assert r.returncode == 0, r.stderr
+        assert "lambada: acc" in r.stderr and "wrote" in r.stderr
+    library = evaluate(model, gpt2_tokenizer, config(tmp_path / "lib", tasks=["lambada", "wsc273"], limit=6), progress=False)
+    for name in ("ours", "hf"):
+        saved = json.loads((tmp_path / f"out-{name}" / "results.json").read_text())
+        assert saved["model"]["name"] == name and saved["environment"]["command"][1:3] == ["eval", "--model"]
+        for task in ("lambada", "wsc273"):
+            got = [m["value"] for m in saved["tasks"][task]["metrics"]]
+            assert got == pytest.approx([m["value"] for m in library["tasks"][task]["metrics"]], rel=1e-5)

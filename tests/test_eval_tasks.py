@@ -379,3 +379,21 @@ def test_full_lambada_and_wikitext2_against_transformers(models, gpt2_tokenizer,
     original = read_text(files["wikitext2-test"])
     ids = gpt2_tokenizer.encode_ordinary(detokenize.wikitext(original))
     assert out.metrics[0].value == pytest.approx(math.exp(hf_document_nll(hf, ids, BLOCK) / 241_211), rel=1e-4)
+
+
+def test_generation_tasks_with_the_projects_generator(models, gpt2_tokenizer, tmp_path):
+    """gpt2.sample.generate (batched, KV cache) gives the answers transformers' greedy search gives."""
+    from gpt2.evaluate.run import _default_generate
+    from gpt2.sample import generate
+    from test_eval_datasets import test_coqa_format
+
+    assert _default_generate() is generate
+    test_coqa_format(tmp_path)
+    files = {"nq-open-dev": SHARED / "nq_open" / "NQ-open.dev.jsonl", "coqa-dev": tmp_path / "coqa-dev-v1.0.json"}
+    ref = context(models, gpt2_tokenizer, files, tmp_path, limit=6, nq_shots=1)
+    ours = context(models, gpt2_tokenizer, files, tmp_path, limit=6, nq_shots=1)
+    ours.generate = generate
+    for task in (generation.natural_questions, generation.coqa):
+        a, b = task(ours), task(ref)
+        assert [s["answer"] for s in a.samples] == [s["answer"] for s in b.samples]
+        assert [m.value for m in a.metrics] == pytest.approx([m.value for m in b.metrics])
