@@ -273,7 +273,7 @@ def load_cnndm(story_dir: Path, url_list: Path) -> list[Story]:
             f"story folders (cnn_stories.tgz, dailymail_stories.tgz from https://cs.nyu.edu/~kcho/DMQA/) there"
         )
     if len(stories) < len(names):
-        log.warning("CNN/Daily Mail: %d of the %d test stories are present below %s; scoring those", len(stories), len(names), story_dir)
+        log.warning("CNN/Daily Mail: %s of the %s test stories are present below %s; scoring those", f"{len(stories):,}", f"{len(names):,}", story_dir)
     return stories
 
 

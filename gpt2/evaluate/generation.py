@@ -143,7 +143,9 @@ def first_sentences(text: str, n: int = 3) -> str:
 
 
 def cnndm(ctx: Context) -> TaskOutput:
-    stories = ctx.limited(D.load_cnndm(ctx.files["cnndm-stories"], ctx.files["cnndm-test-urls"]))
+    present = D.load_cnndm(ctx.files["cnndm-stories"], ctx.files["cnndm-test-urls"])
+    listed = sum(1 for line in D.read_text(ctx.files["cnndm-test-urls"]).splitlines() if line.strip())
+    stories = ctx.limited(present)
     refs = ["\n".join(s.highlights) for s in stories]
     articles = ctx.encode([s.article for s in stories])
     hint = ctx.encode(["\nTL;DR:"])[0]
@@ -176,7 +178,8 @@ def cnndm(ctx: Context) -> TaskOutput:
             metrics.append(Metric(key + name, label, f"{how}; F1 (rouge-score, stemming)", scores[name], "F1"))
     samples = [{"summary": s, "no_hint": p, "reference": r} for s, p, r in zip(summaries, plain, refs)]
     n_new = sum(len(x) for x in with_hint) + sum(len(x) for x in no_hint)
-    return TaskOutput(metrics, len(stories), n_new, {"articles_cut": cut, "seed": ctx.config.seed}, samples)
+    details = {"articles_cut": cut, "seed": ctx.config.seed, "test_stories_listed": listed, "test_stories_present": len(present)}
+    return TaskOutput(metrics, len(stories), n_new, details, samples)
 
 
 # ============================================================================

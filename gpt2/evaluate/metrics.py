@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import string
@@ -87,7 +88,13 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 (in %) over pairs; sentences may be separated by newlines."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    absl = logging.getLogger("absl")  # rouge-score announces "Using default tokenizer." at INFO on every scorer
+    level = absl.level
+    absl.setLevel(max(level, logging.WARNING))
+    try:
+        scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    finally:
+        absl.setLevel(level)
     totals = Counter()
     for p, r in zip(predictions, references, strict=True):
         for name, s in scorer.score(r, p).items():
