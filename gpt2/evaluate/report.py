@@ -203,18 +203,20 @@ def markdown(runs: list[dict]) -> str:
                 lines.append(f"| {record['title']} | {m_['id']} | {_fmt(m_['value'])} {_cell(m_['unit'])} | {_cell(m_['variant'])} |")
         lines += [
             "",
-            "| Task | Examples | Tokens scored | Positions run | Time (s) | Dataset (sha256) |",
-            "|---|---|---|---|---|---|",
+            "| Task | Examples | Tokens scored | Positions run | Time (s) | Dataset (sha256) | Details |",
+            "|---|---|---|---|---|---|---|",
         ]
         for record in tasks.values():
             data = ", ".join(f"{d['source']} `{d['sha256'][:16]}…`" for d in record["datasets"])
             cached = " (cached)" if record.get("cached") else ""
+            details = ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else f'{v:,}' if isinstance(v, int) else v}"
+                                for k, v in record.get("details", {}).items() if isinstance(v, (int, float, str)))
             lines.append(
                 f"| {record['title']} | {record['n_examples']:,} | {record['tokens_scored']:,} | {record.get('positions_run', 0):,} | "
-                f"{record['seconds']:.1f}{cached} | {data} |"
+                f"{record['seconds']:.1f}{cached} | {data} | {_cell(details)} |"
             )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def _cell(text: str) -> str:
