@@ -397,3 +397,12 @@ def test_generation_tasks_with_the_projects_generator(models, gpt2_tokenizer, tm
         a, b = task(ours), task(ref)
         assert [s["answer"] for s in a.samples] == [s["answer"] for s in b.samples]
         assert [m.value for m in a.metrics] == pytest.approx([m.value for m in b.metrics])
+
+
+def test_race_requests_split_where_the_tokenizer_does(gpt2_tokenizer):
+    """Context and option encoded apart give the tokens of the whole text, for every question shape."""
+    article = "Tom has a red ball.\nHe plays with it every day."
+    for question in ("What color is the ball?", "Tom plays _ .", "_ is the name of the boy.", "The ball is _"):
+        context, options = cloze._race_request(D.RaceQuestion(article, question, ["red", "every day", "Tom", "x"], 0))
+        for o in options:
+            assert gpt2_tokenizer.encode_ordinary(context) + gpt2_tokenizer.encode_ordinary(o) == gpt2_tokenizer.encode_ordinary(context + o)

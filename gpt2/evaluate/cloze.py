@@ -161,8 +161,9 @@ def wsc273(ctx: Context) -> TaskOutput:
     for s in schemas:
         parts = [substitute(s, c) for c in s.candidates]
         full_requests.append((eot, ctx.encode([h + t for h, t in parts])))
-        for (h, t), (enc_h, enc_t) in zip(parts, zip(ctx.encode([h for h, _ in parts]), ctx.encode([t for _, t in parts]))):
-            partial_requests.append((enc_h, [enc_t]))
+        # partial: the rest of the sentence, once after each candidate
+        for head, tail in zip(ctx.encode([h for h, _ in parts]), ctx.encode([t for _, t in parts])):
+            partial_requests.append((head, [tail]))
     full = ctx.scorer.score(full_requests, desc="WSC273 full")
     partial = [s[0] for s in ctx.scorer.score(partial_requests, desc="WSC273 partial")]
     full_picks = [_argmax([x.total for x in row]) for row in full]
@@ -216,12 +217,14 @@ def cola(ctx: Context) -> TaskOutput:
 
 
 def _race_request(q: D.RaceQuestion) -> tuple[str, list[str]]:
-    """A cloze question ("... _ ...") takes each option in the blank; others read 'Q: question' / 'A: option'."""
+    """A cloze question ("... _ ...") takes each option in the blank; others read 'Q: question' / 'A: option'.
+
+    Each continuation starts where GPT-2's pre-tokenizer would split the whole text anyway."""
     if "_" in q.question:
         before, _, after = q.question.partition("_")
-        context = f"{q.article}\n\n{before.rstrip()}"
-        lead = " " if before.strip() else ""
-        return context, [lead + o.strip() + after.rstrip() for o in q.options]
+        if not before.strip():  # the blank opens the question: the line break goes with the options
+            return q.article.rstrip(), ["\n\n" + o.strip() + after.rstrip() for o in q.options]
+        return f"{q.article}\n\n{before.rstrip()}", [" " + o.strip() + after.rstrip() for o in q.options]
     return f"{q.article}\n\nQ: {q.question.strip()}\nA:", [" " + o.strip() for o in q.options]
 
 
