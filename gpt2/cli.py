@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     # ---- data and training
 
     # ---- evaluation
+    "eval": ("the paper's zero-shot evaluations on one model (Table 3 and more)", "gpt2.evaluate.run:eval_command", C.EvalConfig),
+    "report": ("Table 3 and Figure-1/4 style plots from several `gpt2 eval` runs", "gpt2.evaluate.report:report_command", C.ReportConfig),
 
 }
 

@@ -345,3 +345,71 @@ class DemoConfig:
 # ---- data and training --------------------------------------------------------
 
 # ---- evaluation -----------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    """`gpt2 eval`: the GPT-2 paper's zero-shot evaluations (section 3) and GPT-1's zero-shot heuristics on one model.
+
+    Writes OUT/results.json (every number with its variant, dataset checksums, model, tokens scored, time) and
+    OUT/report.md (laid out like the paper's Table 3, the paper's numbers beside ours). Each finished task is
+    cached in OUT/tasks/, so an interrupted run resumes where it stopped.
+    """
+
+    model: str = opt(help="model directory: the project's own (model.safetensors + model.json) or a Hugging Face GPT-2 one")
+    out: Path = opt(help="directory for results.json, report.md and the per-task cache")
+    tasks: list[str] = opt(
+        ["table3"],
+        "tasks or groups, comma-separated. Tasks: lambada cbt-cn cbt-ne wikitext2 ptb enwik8 text8 wikitext103 1bw wsc273 "
+        "coqa cnndm wmt14-en-fr wmt14-fr-en nq sst2 cola race story-cloze. Groups: table3 generation gpt1 paper all",
+    )
+    tokenizer: str | None = opt(None, "tokenizer directory, or 'gpt2' (default: the model directory's own, else OpenAI's GPT-2)")
+    data_dir: Path | None = opt(None, "folder of local dataset copies, searched (by canonical path, then file name) before the cache and downloads")
+    device: str = opt("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "weights and activations (log-softmax is always float32)")
+    batch_tokens: int = opt(8192, "tokens per forward pass; lower it if memory runs out (results do not depend on it beyond float rounding)")
+    windows: list[str] = opt(
+        ["disjoint"], "language-modelling variants: 'disjoint' (stride = context) and/or 'sliding' (stride --stride; costs context/stride times more)"
+    )
+    stride: int = opt(32, "stride of the sliding-window variant, in tokens")
+    limit: int | None = opt(None, "only the first N examples of each task (the first N lines for language modelling): a quick, labelled partial run")
+    seed: int = opt(0, "seed of the sampled summaries (CNN/Daily Mail) and of the random-3 baseline")
+    wmt_shots: int = opt(5, "example pairs before each WMT-14 sentence (taken from the start of the test set, which is then not scored)")
+    nq_shots: int = opt(5, "question/answer pairs before each Natural Questions question (from the start of the dev set, then not scored)")
+    cola_threshold: float | None = opt(None, "CoLA: mean log-prob threshold for 'acceptable' (default: the best one on the data, reported as an upper bound)")
+    threads: int = opt(0, "CPU threads for torch (0: torch's default)")
+    force: bool = opt(False, "recompute tasks already cached in --out, and replace results of another model there")
+
+    def __post_init__(self) -> None:
+        from gpt2.evaluate.tasks import expand
+
+        try:  # --tasks a,b,c and --tasks a b c both work
+            self.tasks = expand([t for item in self.tasks for t in str(item).split(",") if t.strip()])
+        except ValueError as e:
+            raise ConfigError(f"--tasks: {e}") from None
+        if not self.tasks:
+            raise ConfigError("--tasks is empty; name at least one task or group")
+        self.windows = list(dict.fromkeys(w.strip() for item in self.windows for w in str(item).split(",") if w.strip()))
+        if not self.windows or any(w not in ("disjoint", "sliding") for w in self.windows):
+            raise ConfigError(f"--windows takes 'disjoint', 'sliding' or both, got {','.join(self.windows) or 'nothing'}")
+        for name in ("batch_tokens", "stride"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be positive, got {self.limit}")
+        for name in ("wmt_shots", "nq_shots", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+
+
+@dataclass
+class ReportConfig:
+    """`gpt2 report`: Table 3 and Figure-1 / Figure-4 style plots (metric against parameter count) from several
+    `gpt2 eval` runs."""
+
+    results: list[Path] = opt(help="results.json files, or the --out directories of `gpt2 eval` runs")
+    out: Path = opt(Path("report"), "directory for report.md and the PNG plots")
+
+    def __post_init__(self) -> None:
+        if not self.results:
+            raise ConfigError("--results needs at least one results.json (or a `gpt2 eval` output directory)")

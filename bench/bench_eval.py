@@ -1,0 +1,202 @@
+"""Benchmark: zero-shot LAMBADA and WikiText-2 scoring, this project vs a straightforward transformers loop.
+
+Both sides use the same GPT-2 124M-shape model (random weights: the time is
+the point, not the numbers), the same de-tokenized text and the same tokens,
+and compute the same quantities:
+
+* LAMBADA (OpenAI's 5,153 passages): whole-word, last-token and stop-word
+  filtered greedy accuracy, and perplexity of the last word;
+* WikiText-2 test: total NLL over disjoint 1,024-token windows (every token
+  scored once), hence perplexity per original word.
+
+Ours: `gpt2.evaluate` (`Scorer`: length-sorted batches, vocabulary projection
+only at scored positions). Peer: one `GPT2LMHeadModel` forward per passage /
+window, `log_softmax` over the full logits. The work is interleaved in
+chunks (ours on a chunk, then the peer on the same chunk) so that both see
+the same machine load, and every chunk's numbers are compared.
+
+    python bench/bench_eval.py                      # everything (long on a CPU)
+    python bench/bench_eval.py --lambada 1000 --wikitext-windows 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gpt2.evaluate import cloze, detokenize  # noqa: E402
+from gpt2.evaluate.datasets import load_lambada, read_text  # noqa: E402
+from gpt2.evaluate.scoring import Scorer  # noqa: E402
+from gpt2.model import GPT, GPTConfig  # noqa: E402
+from gpt2.tokenizer import Tokenizer  # noqa: E402
+
+SHARED = Path(os.environ.get("GPT2_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def models(seed: int):
+    """A random 124M-shape transformers GPT-2 and our GPT with identical weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    ours = GPT(GPTConfig.from_name("gpt2"))
+    state = hf.state_dict()
+    ours.load_state_dict(
+        {k: state[k].t() if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else state[k] for k in ours.state_dict()}
+    )
+    return hf, ours.eval()
+
+
+# ---------------------------------------------------------------------------- LAMBADA
+
+
+def lambada_ours(scorer: Scorer, tok: Tokenizer, passages: list[str], banned: list[int]) -> tuple:
+    pairs = [cloze.split_last_word(detokenize.lambada(p)) for p in passages]
+    ctx = tok.encode_batch([c for c, _ in pairs], disallowed_special=())
+    tgt = tok.encode_batch([t for _, t in pairs], disallowed_special=())
+    scores = [s[0] for s in scorer.score(list(zip(ctx, [[t] for t in tgt])), banned=banned)]
+    return (
+        -sum(s.total for s in scores),
+        sum(s.all_greedy for s in scores),
+        sum(bool(s.greedy[-1]) for s in scores),
+        sum(bool(s.greedy_filtered.all()) for s in scores),
+    )
+
+
+@torch.inference_mode()
+def lambada_hf(hf, tok: Tokenizer, passages: list[str], banned: list[int]) -> tuple:
+    nll, whole, last, filtered = 0.0, 0, 0, 0
+    ban = torch.tensor(banned)
+    for p in passages:
+        context, target = cloze.split_last_word(detokenize.lambada(p))
+        c, t = tok.encode_ordinary(context), tok.encode_ordinary(target)
+        ids = torch.tensor([c + t])
+        logits = hf(ids).logits[0, len(c) - 1 : -1]  # the positions that predict the target
+        logp = torch.log_softmax(logits, dim=-1)
+        tt = torch.tensor(t)
+        nll -= logp[torch.arange(len(t)), tt].double().sum().item()
+        greedy = logits.argmax(-1) == tt
+        whole += bool(greedy.all())
+        last += bool(greedy[-1])
+        first = logits[0].clone()
+        first[ban] = -math.inf
+        filtered += bool(greedy[1:].all()) and int(first.argmax()) == t[0]
+    return nll, whole, last, filtered
+
+
+# ---------------------------------------------------------------------------- WikiText-2
+
+
+def wikitext_ours(scorer: Scorer, stream: list[int], start: int, stop: int) -> float:
+    """NLL of the disjoint windows that start at stream[start] .. stream[stop - 1] (multiples of 1024)."""
+    # score_documents puts its `bos` first: pass the chunk's first token as bos, so its windows are the full run's
+    return scorer.score_documents([stream[start + 1 : stop + 1]], bos=stream[start]).nll
+
+
+@torch.inference_mode()
+def wikitext_hf(hf, stream: list[int], start: int, stop: int, block: int = 1024) -> float:
+    nll = 0.0
+    for i in range(start, stop, block):
+        x = torch.tensor(stream[i : i + block + 1])
+        logits = hf(x[:-1][None]).logits[0]
+        nll += F.cross_entropy(logits, x[1:], reduction="sum").double().item()
+    return nll
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lambada", type=int, default=0, help="passages (0: all 5,153)")
+    ap.add_argument("--wikitext-windows", type=int, default=0, help="1,024-token windows of WikiText-2 test (0: all)")
+    ap.add_argument("--chunks", type=int, default=8, help="interleaved chunks per task")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-tokens", type=int, default=8192)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    tok = Tokenizer.load(SHARED / "gpt2_bpe")
+    hf, ours = models(args.seed)
+    scorer = Scorer(ours, batch_tokens=args.batch_tokens, progress=False)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; float32")
+    print("model: GPT-2 124M shape (12 layers, 768 wide, 50,257 tokens, context 1,024), random weights, identical on both sides")
+
+    passages = load_lambada(SHARED / "lambada" / "lambada_test.jsonl")
+    passages = passages[: args.lambada] if args.lambada else passages
+    banned = cloze.stop_word_ids(tok)
+    with torch.inference_mode():  # warm up both
+        lambada_ours(scorer, tok, passages[:8], banned)
+        lambada_hf(hf, tok, passages[:2], banned)
+    t_ours = t_hf = 0.0
+    sums_ours, sums_hf = [0.0, 0, 0, 0], [0.0, 0, 0, 0]
+    size = math.ceil(len(passages) / args.chunks)
+    for i in range(0, len(passages), size):
+        chunk = passages[i : i + size]
+        t0 = time.perf_counter()
+        a = lambada_ours(scorer, tok, chunk, banned)
+        t1 = time.perf_counter()
+        b = lambada_hf(hf, tok, chunk, banned)
+        t2 = time.perf_counter()
+        t_ours, t_hf = t_ours + t1 - t0, t_hf + t2 - t1
+        assert a[1:] == b[1:], f"LAMBADA passages {i}..: accuracy counts differ: ours {a[1:]}, transformers {b[1:]}"
+        assert abs(a[0] - b[0]) <= 1e-5 * abs(b[0]), f"LAMBADA passages {i}..: NLL {a[0]} vs {b[0]}"
+        sums_ours = [x + y for x, y in zip(sums_ours, a)]
+        sums_hf = [x + y for x, y in zip(sums_hf, b)]
+        print(f"  LAMBADA {i + len(chunk):5d}/{len(passages)}: ours {t_ours:7.1f} s, transformers {t_hf:7.1f} s", flush=True)
+    n = len(passages)
+    print(f"LAMBADA, {n:,} passages: ours {t_ours:.1f} s ({n / t_ours:.1f} passages/s), transformers loop {t_hf:.1f} s "
+          f"({n / t_hf:.1f} passages/s): {t_hf / t_ours:.2f}x")
+    for name, s in (("ours", sums_ours), ("transformers", sums_hf)):
+        print(f"  {name:12s} acc {100 * s[1] / n:.2f}%  last-token {100 * s[2] / n:.2f}%  stop-word filter {100 * s[3] / n:.2f}%  "
+              f"ppl {math.exp(s[0] / n):.6g}")
+
+    original = read_text(SHARED / "wikitext2_tokens" / "wiki.test.tokens")
+    words = len(original.split())
+    stream = [tok.eot_token] + tok.encode_ordinary(detokenize.wikitext(original))
+    windows = list(range(0, len(stream) - 1, 1024))
+    windows = windows[: args.wikitext_windows] if args.wikitext_windows else windows
+    end_of = lambda k: min(windows[k - 1] + 1024, len(stream) - 1)  # noqa: E731
+    t_ours = t_hf = 0.0
+    nll_ours = nll_hf = 0.0
+    size = math.ceil(len(windows) / args.chunks)
+    for k in range(0, len(windows), size):
+        start, stop = windows[k], end_of(min(k + size, len(windows)))
+        t0 = time.perf_counter()
+        a = wikitext_ours(scorer, stream, start, stop)
+        t1 = time.perf_counter()
+        b = wikitext_hf(hf, stream, start, stop)
+        t2 = time.perf_counter()
+        t_ours, t_hf = t_ours + t1 - t0, t_hf + t2 - t1
+        assert abs(a - b) <= 1e-5 * abs(b), f"WikiText-2 windows {k}..: NLL {a} vs {b}"
+        nll_ours, nll_hf = nll_ours + a, nll_hf + b
+        print(f"  WikiText-2 {min(k + size, len(windows)):4d}/{len(windows)} windows: ours {t_ours:7.1f} s, transformers {t_hf:7.1f} s", flush=True)
+    scored = end_of(len(windows))
+    print(f"WikiText-2 test, {len(windows)} disjoint windows ({scored:,} tokens): ours {t_ours:.1f} s ({scored / t_ours:,.0f} tokens/s), "
+          f"transformers loop {t_hf:.1f} s ({scored / t_hf:,.0f} tokens/s): {t_hf / t_ours:.2f}x")
+    if scored == len(stream) - 1:
+        print(f"  ppl per original word ({words:,}): ours {math.exp(nll_ours / words):.6g}, transformers {math.exp(nll_hf / words):.6g}")
+    print(f"  NLL: ours {nll_ours:.6f}, transformers {nll_hf:.6f} (relative difference {abs(nll_ours - nll_hf) / nll_hf:.1e})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""`gpt2 eval` / `gpt2 report`: results files, the Table 3 report, per-task caching and resuming, plots, errors."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED
+from gpt2.config import EvalConfig, ReportConfig
+from gpt2.errors import GPT2Error
+from gpt2.evaluate import cloze, language_modeling, report
+from gpt2.evaluate.run import evaluate, model_fingerprint
+from gpt2.model import GPT, GPTConfig
+
+TASKS = ["lambada", "wikitext2", "wsc273"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2_OFFLINE", "1")
+    monkeypatch.setenv("GPT2_CACHE", str(tmp_path / "cache"))
+
+
+def tiny(seed: int = 0, n_embd: int = 32) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=n_embd)).eval()
+
+
+def config(out, **kw) -> EvalConfig:
+    return EvalConfig(**{"model": "tiny", "out": out, "tasks": TASKS, "data_dir": SHARED, "limit": 12, **kw})
+
+
+def test_results_and_report(gpt2_tokenizer, tmp_path):
+    results = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run"), progress=False)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["tasks"].keys() == set(TASKS) and saved["model"]["sha256"] == model_fingerprint(tiny())
+    assert saved["model"]["n_params"] == tiny().num_params() and saved["settings"]["limit"] == 12
+    lam = saved["tasks"]["lambada"]
+    assert {m["id"] for m in lam["metrics"]} == {"acc", "acc-last-token", "acc-stopword-filter", "ppl"}
+    assert all(m["variant"] and isinstance(m["value"], float) for t in saved["tasks"].values() for m in t["metrics"])
+    assert lam["datasets"][0]["sha256"] == "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226"
+    assert lam["n_examples"] == 12 and lam["tokens_scored"] >= 12 and lam["seconds"] > 0 and lam["positions_run"] > 0
+    assert saved["tasks"]["wikitext2"]["details"]["original_words"] == len("".join(
+        (SHARED / "wikitext2_tokens" / "wiki.test.tokens").read_text().splitlines(keepends=True)[:12]).split())
+    assert saved["environment"]["torch"] == torch.__version__
+    assert results["tasks"]["wsc273"]["metrics"] == saved["tasks"]["wsc273"]["metrics"]
+    assert (tmp_path / "run" / "config.toml").read_text().count("limit = 12") == 1
+
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "| Model | LAMBADA (PPL) | LAMBADA (ACC) | CBT-CN (ACC) | CBT-NE (ACC) | WikiText2 (PPL) | PTB (PPL) |" in md
+    assert "| 117M *paper* | 35.13 | 45.99 | 87.65 | 83.40 | 29.41 | 65.85 | 1.16 | 1.17 | 37.50 | 75.20 |" in md
+    assert "| 1542M *paper* | 8.63 | 63.24 | 93.30 | 89.05 | 18.34 | 35.76 | 0.93 | 0.98 | 17.48 | 42.16 |" in md
+    ppl = report._fmt(saved["tasks"]["lambada"]["metrics"][3]["value"])
+    wt2 = report._fmt(saved["tasks"]["wikitext2"]["metrics"][0]["value"])
+    row = next(line for line in md.splitlines() if line.startswith("| tiny ("))
+    assert row.split(" | ")[1:6] == [ppl, "0.00", "—", "—", wt2]
+    assert "70.70" in md and "acc-partial" in md  # WSC next to the paper's 1542M number
+    assert "whole word: every token of the last word is the greedy choice" in md and "4aa8d02cd17c7191" in md
+
+
+def test_interrupted_run_resumes_from_the_cache(gpt2_tokenizer, tmp_path, monkeypatch):
+    reference = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "reference"), progress=False)
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    original = language_modeling.wikitext2
+    monkeypatch.setattr(language_modeling, "wikitext2", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run"), progress=False)
+    done = sorted(p.name for p in (tmp_path / "run" / "tasks").glob("*.json"))
+    assert len(done) == 1 and done[0].startswith("lambada-")
+    assert not (tmp_path / "run" / "results.json").exists()
+
+    def must_not_run(ctx):
+        raise AssertionError("a cached task ran again")
+
+    monkeypatch.setattr(language_modeling, "wikitext2", original)
+    monkeypatch.setattr(cloze, "lambada", must_not_run)
+    resumed = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run"), progress=False)
+    assert resumed["tasks"]["lambada"]["cached"] and not resumed["tasks"]["wsc273"]["cached"]
+    for name in TASKS:
+        assert resumed["tasks"][name]["metrics"] == reference["tasks"][name]["metrics"]
+
+
+def test_new_settings_get_new_cache_entries_and_force_recomputes(gpt2_tokenizer, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    evaluate(tiny(), gpt2_tokenizer, config(out, tasks=["lambada"]), progress=False)
+    evaluate(tiny(), gpt2_tokenizer, config(out, tasks=["lambada"], limit=5, batch_tokens=100), progress=False)
+    assert len(list((out / "tasks").glob("lambada-*[0-9a-f].json"))) == 2  # limit changes the numbers; nothing overwritten
+    calls = []
+    original = cloze.lambada
+    monkeypatch.setattr(cloze, "lambada", lambda ctx: calls.append(1) or original(ctx))
+    evaluate(tiny(), gpt2_tokenizer, config(out, tasks=["lambada"], limit=5, batch_tokens=999), progress=False)
+    assert calls == []  # batch size does not change the numbers: served from the cache
+    evaluate(tiny(), gpt2_tokenizer, config(out, tasks=["lambada"], limit=5, force=True), progress=False)
+    assert calls == [1]
+
+
+def test_another_model_does_not_overwrite_results(gpt2_tokenizer, tmp_path):
+    out = tmp_path / "run"
+    evaluate(tiny(0), gpt2_tokenizer, config(out, tasks=["lambada"]), progress=False)
+    with pytest.raises(GPT2Error, match="another model.*--force"):
+        evaluate(tiny(1), gpt2_tokenizer, config(out, tasks=["lambada"]), progress=False)
+    evaluate(tiny(1), gpt2_tokenizer, config(out, tasks=["lambada"], force=True), progress=False)
+    assert json.loads((out / "results.json").read_text())["model"]["sha256"] == model_fingerprint(tiny(1))
+
+
+def test_fingerprint_sees_every_weight():
+    a, b = tiny(), tiny()
+    assert model_fingerprint(a) == model_fingerprint(b)
+    with torch.no_grad():
+        b.transformer.h[1].mlp.c_fc.bias[3] += 1e-7
+    assert model_fingerprint(a) != model_fingerprint(b)
+
+
+def test_missing_data_fails_before_any_work(gpt2_tokenizer, tmp_path):
+    with pytest.raises(GPT2Error, match="cbt-cn-valid is not available.*GPT2_OFFLINE"):
+        evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada", "cbt-cn"]), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_tokenizer_must_fit_the_model(gpt2_tokenizer, tmp_path):
+    small = GPT(GPTConfig(block_size=32, vocab_size=1000, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(GPT2Error, match="50,257 tokens but the model predicts only 1,000"):
+        evaluate(small, gpt2_tokenizer, config(tmp_path / "run"), progress=False)
+
+
+def test_report_of_several_models_with_plots(gpt2_tokenizer, tmp_path):
+    for name, n_embd in (("small", 32), ("large", 64)):
+        evaluate(tiny(n_embd=n_embd), gpt2_tokenizer, config(tmp_path / name, model=name, tasks=["lambada", "wikitext2"]), progress=False)
+    files = report.report_command(ReportConfig(results=[tmp_path / "large", tmp_path / "small" / "results.json"], out=tmp_path / "report"))
+    md = (tmp_path / "report" / "report.md").read_text()
+    small, large = md.index("| small ("), md.index("| large (")
+    assert small < large  # smallest model first
+    for png in files[1:]:
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 400 and np.ptp(image) > 0
+    assert sorted(p.name for p in files) == ["language_modeling.png", "report.md", "zero_shot_tasks.png"]
+
+
+def test_cli_errors_are_one_line(cli, tmp_path):
+    r = cli("report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    r = cli("report", "--results", str(tmp_path / "bad.json"))
+    assert r.returncode == 2 and "not a results file written by `gpt2 eval`" in r.stderr
+    r = cli("eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = cli("eval", "--model", "x", "--out", "o", "--tasks", "lambada,nope")
+    assert r.returncode == 2 and "unknown task 'nope'" in r.stderr
+    r = cli("eval", "--model", "x", "--out", "o", "--windows", "both")
+    assert r.returncode == 2 and "disjoint" in r.stderr
+
+
+def test_gpt2_eval_on_model_directories(cli, gpt2_tokenizer, tmp_path):
+    """`gpt2 eval` on the project's own directory and on its Hugging Face export: the same numbers as the library."""
+    from gpt2.weights import export_hf, save_model
+
+    model = tiny()
+    save_model(model, tmp_path / "ours", gpt2_tokenizer)
+    export_hf(model, tmp_path / "hf", gpt2_tokenizer)
+    args = ["--tasks", "lambada,wsc273", "--data-dir", str(SHARED), "--limit", "6", "--threads", "1"]
+    for name in ("ours", "hf"):
+        r = cli("eval", "--model", str(tmp_path / name), "--out", str(tmp_path / f"out-{name}"), *args)
+        assert r.returncode == 0, r.stderr
+        assert "lambada: acc" in r.stderr and "wrote" in r.stderr
+    library = evaluate(model, gpt2_tokenizer, config(tmp_path / "lib", tasks=["lambada", "wsc273"], limit=6), progress=False)
+    for name in ("ours", "hf"):
+        saved = json.loads((tmp_path / f"out-{name}" / "results.json").read_text())
+        assert saved["model"]["name"] == name and saved["environment"]["command"][1:3] == ["eval", "--model"]
+        for task in ("lambada", "wsc273"):
+            got = [m["value"] for m in saved["tasks"][task]["metrics"]]
+            assert got == pytest.approx([m["value"] for m in library["tasks"][task]["metrics"]], rel=1e-5)
