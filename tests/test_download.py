@@ -50,3 +50,14 @@ def test_offline_names_url_and_destination(tmp_path, source, monkeypatch):
         fetch(path.as_uri(), sha, dest)
     assert path.as_uri() in str(info.value) and str(dest) in str(info.value) and sha in str(info.value)
     assert not dest.exists()
+
+
+def test_without_sha256_an_md5_is_checked(tmp_path, source, monkeypatch):
+    monkeypatch.delenv("GPT2_OFFLINE", raising=False)
+    path, _ = source
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(GPT2Error, match="md5"):
+        fetch(path.as_uri(), None, tmp_path / "a" / "x", md5="0" * 32)
+    assert not (tmp_path / "a" / "x").exists()
+    assert fetch(path.as_uri(), None, tmp_path / "b" / "x", md5=md5).read_bytes() == path.read_bytes()
+    assert fetch(path.as_uri(), None, tmp_path / "c" / "x").read_bytes() == path.read_bytes()  # format checked by the caller

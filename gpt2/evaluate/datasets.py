@@ -33,15 +33,12 @@ import os
 import re
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
 
 from gpt2 import download
 from gpt2.errors import GPT2Error
@@ -565,32 +562,8 @@ def locate(source: Source, data_dir: Path | None = None) -> Resolved:
 
 
 def _download(url: str, dest: Path, sha256: str | None, md5: str | None) -> None:
-    """Download to dest (via a .part file), checking a published sha256 / md5 when there is one."""
-    if sha256:
-        download.fetch(url, sha256, dest)
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    digest = hashlib.md5(usedforsecurity=False)
-    log.info("downloading %s -> %s", url, dest)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
-                while block := response.read(1 << 20):
-                    f.write(block)
-                    digest.update(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        part.unlink(missing_ok=True)
-        raise GPT2Error(
-            f"could not download {url} ({getattr(e, 'reason', e)}); check the connection, or get the file yourself "
-            f"and pass its folder as --data-dir"
-        ) from None
-    if md5 and digest.hexdigest() != md5:
-        part.unlink(missing_ok=True)
-        raise GPT2Error(f"{url} has md5 {digest.hexdigest()}, expected {md5}: the download is corrupt or the file changed")
-    os.replace(part, dest)
+    """Download to dest, checking a published sha256 / md5 when there is one (else the format check follows)."""
+    download.fetch(url, sha256, dest, md5=md5)
 
 
 def _fetch(source: Source, dest: Path) -> None:
