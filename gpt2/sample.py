@@ -53,21 +53,28 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: fl
         raise GPT2Error(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
 
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Logits (B, V) -> float32 logits of the sampling distribution: divided by `temperature`, then
-    -inf outside the `top_k` most likely tokens and outside the smallest set whose probability reaches `top_p`."""
+def candidates(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The sampling distribution for logits (B, V): probabilities (B, n) over candidate ids (B, n).
+
+    Logits are divided by `temperature`; only the `top_k` most likely tokens stay
+    candidates, then only the smallest set of most likely tokens whose probability
+    reaches `top_p`. The ids are None when every token is a candidate (n = V).
+    Working on the k candidates rather than the whole vocabulary keeps top-k
+    sampling cheap (a softmax over 40 numbers instead of 50,257).
+    """
     logits = logits.float() / temperature
+    ids = None
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
+        logits, ids = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
+    elif top_p is not None and top_p < 1.0:
+        logits, ids = torch.sort(logits, dim=-1, descending=True)
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the tokens before it already reach top_p (the first one always stays)
-        drop = probs.cumsum(dim=-1) - probs >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, -math.inf)
-        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    return logits
+        probs = logits.softmax(dim=-1)
+        # drop a token when the tokens before it already reach top_p (the most likely one always stays)
+        logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, -math.inf)
+    return logits.softmax(dim=-1), ids
 
 
 def sample_next(
@@ -80,10 +87,11 @@ def sample_next(
     """The next token (B,) for logits (B, V): argmax when temperature is 0, else a draw from `generator`."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+    probs, ids = candidates(logits, temperature, top_k, top_p)
     if generator is not None and generator.device != probs.device:
         probs = probs.to(generator.device)  # draw where the generator lives, so a seed means the same everywhere
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+    choice = torch.multinomial(probs, 1, generator=generator).to(logits.device)  # (B, 1)
+    return (choice if ids is None else ids.gather(-1, choice)).squeeze(-1)
 
 
 # ----------------------------------------------------------------------------
@@ -343,12 +351,14 @@ def stream(
     *,
     tokenizer,
     stop_strings: Sequence[str] = (),
+    on_token: Callable[[int], None] | None = None,
     **options,
 ) -> Iterator[str]:
     """Yield the text of one prompt's continuation as it is produced, on UTF-8 character boundaries.
 
     Takes `generate`'s options. Text that might be the start of a stop string is
-    held back until that is decided, so a stop string is never shown.
+    held back until that is decided, so a stop string is never shown. `on_token`
+    is called with each new token id.
     """
     decoder = tokenizer.stream_decoder()
     pending = ""
@@ -356,6 +366,8 @@ def stream(
     for (token,) in iter_tokens(model, [prompt], max_new_tokens, tokenizer=tokenizer, stop_strings=stop_strings, **options):
         if token is None:
             break
+        if on_token is not None:
+            on_token(token)
         pending += decoder.push(token)
         if stop_strings:
             cut = min((pending.find(s) for s in stop_strings if s in pending), default=-1)
@@ -373,3 +385,176 @@ def stream(
         pending += decoder.flush()
     if pending:
         yield pending
+
+
+# ----------------------------------------------------------------------------
+# gpt2 sample
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GPT2Error(f"--device {name!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GPT2Error(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+    return device
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _tokenizer_for(model: GPT, own, spec: str | None):
+    """The tokenizer to use: --tokenizer (checked against the model's own), else the model's, else GPT-2's."""
+    from gpt2.tokenizer import load_tokenizer
+
+    if spec is not None:
+        tokenizer = load_tokenizer(spec)
+        if own is not None and (tokenizer.vocab != own.vocab or tokenizer.merges != own.merges):
+            raise GPT2Error(f"--tokenizer {spec} differs from the tokenizer saved with the model; drop --tokenizer to use the model's")
+    elif own is not None:
+        tokenizer = own
+    elif model.config.vocab_size == 50257:
+        tokenizer = load_tokenizer("gpt2")
+    else:
+        raise GPT2Error(f"the model directory has no tokenizer and the model has {model.config.vocab_size} tokens; pass --tokenizer DIR")
+    if tokenizer.n_vocab > model.config.vocab_size:
+        raise GPT2Error(
+            f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {model.config.vocab_size}; wrong tokenizer for this model"
+        )
+    return tokenizer
+
+
+def _read_prompts(cfg) -> list[str]:
+    """--prompt, --prompt-file (.jsonl: one prompt per line) or stdin; [''] for unconditional samples."""
+    import json
+    from pathlib import Path
+
+    if cfg.prompt is not None:
+        return [cfg.prompt]
+    if cfg.prompt_file is None:
+        return [sys.stdin.read()] if not sys.stdin.isatty() else [""]
+    if str(cfg.prompt_file) == "-":
+        return [sys.stdin.read()]
+    path = Path(cfg.prompt_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GPT2Error(f"prompt file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise GPT2Error(f"prompt file {path} is not UTF-8 text") from None
+    if path.suffix != ".jsonl":
+        return [text]
+    prompts = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GPT2Error(f"{path} line {lineno} is not JSON ({e})") from None
+        if isinstance(item, dict):
+            item = item.get("prompt")
+        if not isinstance(item, str):
+            raise GPT2Error(f'{path} line {lineno}: expected a JSON string or an object with a "prompt" string')
+        prompts.append(item)
+    if not prompts:
+        raise GPT2Error(f"{path} holds no prompts")
+    return prompts
+
+
+def _encode_prompt(tokenizer, text: str) -> list[int]:
+    ids = tokenizer.encode(text, allowed_special="all")
+    if ids:
+        return ids
+    if tokenizer.eot_token is None:
+        raise GPT2Error("an empty prompt starts from <|endoftext|>, which this tokenizer lacks; give a prompt")
+    return [tokenizer.eot_token]
+
+
+def sample_command(cfg) -> list[str]:
+    """`gpt2 sample`: returns the samples' texts (also written to stdout and, with --output, to a JSON Lines file)."""
+    import json
+    import os
+
+    from gpt2.weights import load_model
+
+    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    device = _device(cfg.device)
+    model, own_tokenizer = load_model(cfg.model, device=device, dtype=_dtype(cfg.dtype, device))
+    tokenizer = _tokenizer_for(model, own_tokenizer, cfg.tokenizer)
+    seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+    log.info("seed %d (pass --seed %d to repeat this run)", seed, seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    options = dict(
+        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, tokenizer=tokenizer,
+        stop_ids=[tokenizer.eot_token] if cfg.stop_at_eot and tokenizer.eot_token is not None else [],
+        stop_strings=cfg.stop, compile=cfg.compile,
+    )
+    out = sys.stdout
+    records, texts = [], []
+    t0, n_tokens = time.perf_counter(), 0
+
+    def run_streaming(text: str) -> str:
+        nonlocal n_tokens
+        ids = _encode_prompt(tokenizer, text)
+        if cfg.echo:
+            out.write(text)
+        pieces, counted = [], []
+        for piece in stream(model, ids, cfg.max_new_tokens, on_token=counted.append, **options):
+            pieces.append(piece)
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+        n_tokens += len(counted)
+        return "".join(pieces)
+
+    if cfg.interactive:
+        while True:
+            try:
+                line = input("prompt> ")
+            except EOFError:
+                out.write("\n")
+                break
+            texts.append(run_streaming(line.replace("\\n", "\n")))
+    else:
+        prompts = _read_prompts(cfg)
+        jobs = [(p, s) for p in range(len(prompts)) for s in range(cfg.num_samples)]
+        if len(jobs) == 1:
+            texts.append(run_streaming(prompts[0]))
+            records.append({"prompt": prompts[0], "sample": 0, "text": texts[0]})
+        else:
+            encoded = [_encode_prompt(tokenizer, p) for p in prompts]
+            for start in range(0, len(jobs), cfg.batch_size):
+                batch = jobs[start : start + cfg.batch_size]
+                results = generate(model, [encoded[p] for p, _ in batch], cfg.max_new_tokens, progress=None, **options)
+                for (p, s), tokens in zip(batch, results):
+                    n_tokens += len(tokens)
+                    text = tokenizer.decode(tokens)
+                    texts.append(text)
+                    records.append({"prompt": prompts[p], "sample": s, "text": text, "tokens": len(tokens)})
+                    title = f" prompt {p + 1} of {len(prompts)}, sample {s + 1} of {cfg.num_samples} "
+                    out.write(f"{title:=^80}\n{prompts[p] if cfg.echo else ''}{text}\n")
+                    out.flush()
+    if cfg.output is not None and records:
+        from pathlib import Path
+
+        path = Path(cfg.output)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps({**r, "seed": seed}, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, path)
+    elapsed = time.perf_counter() - t0
+    log.info("generated %d tokens in %.1f s (%.1f tokens/s)", n_tokens, elapsed, n_tokens / max(elapsed, 1e-9))
+    return texts

@@ -651,3 +651,34 @@ def load_model(
             )
     log.info("loaded %s (%s parameters, %s layout) from %s", type(model).__name__, f"{model.num_params():,}", layout, path)
     return model, tokenizer
+
+
+# ----------------------------------------------------------------------------
+# gpt2 convert
+
+
+def convert_command(cfg) -> Path:
+    """`gpt2 convert`."""
+    from gpt2.tokenizer import load_tokenizer
+
+    source, target = Path(cfg.input), Path(cfg.output)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise GPT2Error("--output is the --input directory; write the converted model somewhere else")
+    layout = detect_layout(source) if source.is_dir() else None
+    model, tokenizer = load_model(source, dtype=None if cfg.dtype == "keep" else DTYPES[cfg.dtype])
+    if cfg.tokenizer is not None:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        if tokenizer.n_vocab > model.config.vocab_size:
+            raise GPT2Error(
+                f"--tokenizer has {tokenizer.n_vocab} tokens but the model only {model.config.vocab_size}; wrong tokenizer for this model?"
+            )
+    if cfg.to == "hf":
+        export_hf(model, target, tokenizer, overwrite=cfg.force)
+    else:
+        save_model(model, target, tokenizer, overwrite=cfg.force)
+    dtype = _dtype_name(model.lm_head.weight.dtype)
+    log.info(
+        "converted %s (%s layout) -> %s (%s format): %s parameters, %s%s",
+        source, layout or "?", target, cfg.to, f"{model.num_params():,}", dtype, ", with its tokenizer" if tokenizer else "",
+    )
+    return target
