@@ -358,7 +358,6 @@ class SampleConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(
         "auto", "precision of the weights while sampling (auto: bfloat16 on a GPU that has it, else float32)"
     )
-    compile: bool = opt(False, "compile the decoding step with torch.compile (faster for long samples; compiling takes a while)")
 
     def __post_init__(self) -> None:
         if self.prompt is not None and self.prompt_file is not None:

@@ -18,20 +18,23 @@ each sequence (so a long prompt is cut from the left, keeping room for what is
 generated); when the window is full, the cache is rebuilt the same way from
 the most recent tokens and generation goes on.
 
-`compile=True` runs the decode step through torch.compile (inductor), which
-prepacks the weights for the CPU's matrix kernels and fuses the small
-element-wise work: worth it for long generations, after ~1 minute of compiling.
+On a CPU the decode steps multiply with weights prepacked for the batch size
+(`_PackedLinears`; `fast=False` turns this off), the one optimisation that
+measurably paid off there (bench/bench_generate.py, docs/model.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
+import torch.nn as nn
 
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, KVCache
@@ -98,34 +101,72 @@ def sample_next(
 # the decoding loop
 
 
-class _Step:
-    """One decode step (token (B, 1) -> logits (B, V)), optionally compiled.
+class _PackedLinears:
+    """While active, every nn.Linear of the model multiplies with a copy of its weight prepacked for the
+    decode step's batch size: MKL's packed sgemm for float32, oneDNN's blocked layout for bfloat16 / float16.
 
-    Compiling with `freezing` lets inductor treat the weights as constants and
-    prepack them for oneDNN / MKL; the cache length and the step's position are
-    dynamic, so one graph serves every step and every window.
+    This is what torch.compile's "freezing" does for CPU inference, without the compile time. Unpacked,
+    each call of a small-batch matmul re-lays-out the weight (oneDNN) or takes a slow small-M path (MKL);
+    packed, a decode step reads each weight once, in the order the kernel wants. The packed copies
+    (as large as the weights) are kept with the model for the next call while its weights are unchanged.
+    Results equal the plain path up to float rounding. Anywhere else (GPU, no MKL / oneDNN) it does nothing.
     """
 
-    _compiled: dict[int, Callable] = {}
+    _cache: "weakref.WeakKeyDictionary[GPT, tuple]" = None  # model -> (key, packed forwards)
 
-    def __init__(self, model: GPT, compile: bool):
-        self.model = model
-        self.fn = self._forward
-        if compile:
-            key = id(model)
-            if key not in self._compiled:
-                import torch._inductor.config as inductor_config
+    def __init__(self, model: GPT, batch: int):
+        self.model, self.batch = model, batch
+        self.forwards: dict[nn.Linear, Callable] = {}
+        weight = model.lm_head.weight
+        if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+            return
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        key = (batch, weight.dtype, tuple((id(m.weight), m.weight._version) for m in linears))
+        if _PackedLinears._cache is None:
+            _PackedLinears._cache = weakref.WeakKeyDictionary()
+        cached = _PackedLinears._cache.get(model)
+        if cached is not None and cached[0] == key:
+            self.forwards = cached[1]
+            return
+        _PackedLinears._cache.pop(model, None)  # free the old copies before making new ones
+        try:
+            with torch.no_grad():
+                self.forwards = {m: self._pack(m.weight.detach(), None if m.bias is None else m.bias.detach()) for m in linears}
+        except (RuntimeError, AttributeError) as e:  # a build without these kernels: stay on the plain path
+            log.debug("no prepacked weights (%s); using the plain matmuls", e)
+            self.forwards = {}
+            return
+        _PackedLinears._cache[model] = (key, self.forwards)
 
-                inductor_config.freezing = True
-                self._compiled[key] = torch.compile(self._forward, dynamic=True)
-            self.fn = self._compiled[key]
+    def _pack(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
+        M = self.batch
+        if weight.dtype == torch.float32:
+            packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, M)
+            # for a row count other than M the op falls back to the plain matmul with `weight`
+            return lambda x: torch.ops.mkl._mkl_linear(x, packed, weight, bias, M)
+        if M > 1:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, M)
+            return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        # oneDNN's kernel for a single row reads 16-bit weights at about half the speed of its two-row
+        # kernel (measured: bench/bench_generate.py, docs/model.md), so one row is computed as two
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 2)
 
-    def _forward(self, tok, cache, attention_mask, positions):
-        logits, _ = self.model(tok, cache=cache, attention_mask=attention_mask, positions=positions, last_only=True)
-        return logits[:, -1]
+        def one_row(x: torch.Tensor) -> torch.Tensor:
+            if x.numel() != x.shape[-1]:
+                return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            two = x.reshape(1, -1).expand(2, -1)  # the same row twice: no copy
+            return torch.ops.mkldnn._linear_pointwise(two, packed, bias, "none", [], "")[:1].view(*x.shape[:-1], -1)
 
-    def __call__(self, tok, cache, attention_mask, positions):
-        return self.fn(tok, cache, attention_mask, positions)
+        return one_row
+
+    def __enter__(self) -> _PackedLinears:
+        for module, forward in self.forwards.items():
+            module.forward = forward  # an instance attribute shadows the class's forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module in self.forwards:
+            module.__dict__.pop("forward", None)
 
 
 def _decode(
@@ -134,7 +175,7 @@ def _decode(
     max_new_tokens: int,
     pick: Callable[[torch.Tensor], torch.Tensor],
     finished: list[bool],
-    compile: bool = False,
+    fast: bool = True,
 ) -> Iterator[list[int]]:
     """Yield the next token of every row, step by step, until `max_new_tokens` steps are done or every
     row is marked in `finished` (the caller marks rows there). Each window of the context is one cache."""
@@ -142,7 +183,7 @@ def _decode(
     weight = model.lm_head.weight
     device, dtype = weight.device, weight.dtype
     B = len(prompts)
-    step = _Step(model, compile)
+    packed = _PackedLinears(model, B) if fast and max_new_tokens > 1 else None
     history = [list(p) for p in prompts]
     remaining = max_new_tokens
     first = True
@@ -181,8 +222,8 @@ def _decode(
             yield tokens
             if s == span - 1 or all(finished):
                 break
-            with torch.inference_mode():
-                logits = step(tok[:, None], cache, mask, pos)
+            with torch.inference_mode(), packed or contextlib.nullcontext():
+                logits = model(tok[:, None], cache=cache, attention_mask=mask, positions=pos, last_only=True)[0][:, -1]
             if pos is not None:
                 pos = pos + 1
 
@@ -238,7 +279,7 @@ def iter_tokens(
     tokenizer=None,
     generator: torch.Generator | None = None,
     vocab_size: int | None = None,
-    compile: bool = False,
+    fast: bool = True,
 ) -> Iterator[list[int | None]]:
     """Like `generate`, but yields after each step the new token of every prompt (None once a prompt has ended),
     for streaming. A stop id is not yielded; the token that completes a stop string is."""
@@ -260,7 +301,7 @@ def iter_tokens(
     was_training = model.training
     model.eval()
     try:
-        for tokens in _decode(model, prompts, max_new_tokens, pick, finished, compile):
+        for tokens in _decode(model, prompts, max_new_tokens, pick, finished, fast):
             out: list[int | None] = []
             for i, t in enumerate(tokens):
                 if finished[i]:
@@ -289,7 +330,7 @@ def generate(
     tokenizer=None,
     generator: torch.Generator | None = None,
     vocab_size: int | None = None,
-    compile: bool = False,
+    fast: bool = True,
     progress: bool | None = False,
 ) -> list[list[int]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens; returns only the new tokens.
@@ -312,7 +353,7 @@ def generate(
     try:
         for tokens in iter_tokens(
             model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, stop_ids=stop_ids,
-            stop_strings=stop_strings, tokenizer=tokenizer, generator=generator, vocab_size=vocab_size, compile=compile,
+            stop_strings=stop_strings, tokenizer=tokenizer, generator=generator, vocab_size=vocab_size, fast=fast,
         ):
             for out, t in zip(outputs, tokens):
                 if t is not None:
@@ -500,7 +541,7 @@ def sample_command(cfg) -> list[str]:
     options = dict(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, tokenizer=tokenizer,
         stop_ids=[tokenizer.eot_token] if cfg.stop_at_eot and tokenizer.eot_token is not None else [],
-        stop_strings=cfg.stop, compile=cfg.compile,
+        stop_strings=cfg.stop,
     )
     out = sys.stdout
     records, texts = [], []
