@@ -381,6 +381,17 @@ class SampleConfig:
 
 
 @dataclass
+class PresetsConfig:
+    """`gpt2 presets`: the model sizes of the GPT-2 paper (Table 2) and GPT-1, with their parameter counts."""
+
+    pad_vocab_to: int = opt(1, "count with the embedding padded to a multiple of this (the padding rows are not counted)")
+
+    def __post_init__(self) -> None:
+        if self.pad_vocab_to < 1:
+            raise ConfigError(f"--pad-vocab-to must be at least 1, got {self.pad_vocab_to}")
+
+
+@dataclass
 class ConvertConfig:
     """`gpt2 convert`: convert a model directory between this project's format and Hugging Face's."""
 

@@ -682,3 +682,30 @@ def convert_command(cfg) -> Path:
         source, layout or "?", target, cfg.to, f"{model.num_params():,}", dtype, ", with its tokenizer" if tokenizer else "",
     )
     return target
+
+
+# ----------------------------------------------------------------------------
+# gpt2 presets
+
+# the sizes OpenAI gives for its released checkpoints (the paper's Table 2 says 117M, 345M, 762M, 1542M)
+RELEASED = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M", "gpt1": "117M"}
+
+
+def presets_command(cfg) -> dict[str, int]:
+    """`gpt2 presets`: print a table of the presets; returns their parameter counts."""
+    import sys
+
+    from gpt2.model import PRESETS
+
+    counts = {}
+    lines = [f"{'preset':12s} {'layers':>6s} {'width':>6s} {'heads':>6s} {'context':>8s} {'vocab':>7s} {'norm':>5s} {'parameters':>14s}  released as"]
+    for name in PRESETS:
+        config = GPTConfig.from_name(name, pad_vocab_to=cfg.pad_vocab_to)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            counts[name] = GPT(config).num_params()
+        lines.append(
+            f"{name:12s} {config.n_layer:6d} {config.n_embd:6d} {config.n_head:6d} {config.block_size:8d} {config.vocab_size:7d} "
+            f"{config.norm:>5s} {counts[name]:14,d}  {RELEASED[name]}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return counts

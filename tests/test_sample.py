@@ -313,3 +313,47 @@ def test_sample_command_errors_are_one_line(model_dir, tmp_path, cli, capsys):
     model, tok = load_model(model_dir)
     for prompt in ("Hi", "There"):
         assert prompt + tok.decode(generate(model, [tok.encode(prompt)], 3, temperature=0, stop_ids=[tok.eot_token])[0]) in r.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_prepacked_weights_match_the_plain_path(dtype, batch):
+    from gpt2.model import KVCache
+    from gpt2.sample import _PackedLinears
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, block_size=32)).eval().to(dtype)
+    packed = _PackedLinears(model, batch)
+    if not torch.backends.mkldnn.is_available():
+        assert packed.forwards == {}
+        pytest.skip("this torch build has no oneDNN / MKL kernels")
+    assert len(packed.forwards) == 2 * 4 + 1  # every Linear, the tied output layer included
+    idx = torch.randint(0, 300, (batch, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cache = KVCache(model.config, batch, 10, dtype=dtype)
+        model(idx[:, :8], cache=cache)
+        plain = model(idx[:, 8:], cache=cache)[0]
+        cache.length = 8
+        with packed:
+            fast = model(idx[:, 8:], cache=cache)[0]
+    assert all("forward" not in m.__dict__ for m in model.modules())  # the model is left as it was
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(fast, plain, atol=tol * plain.abs().max().item(), rtol=tol)
+
+
+def test_prepacked_weights_follow_weight_updates(tmp_path):
+    _, model = hf_and_ours(tmp_path, n_layer=2, n_head=4, n_embd=32, vocab_size=101, n_positions=32)
+    prompts = random_prompts([5], 101)
+    before = generate(model, prompts, 10, temperature=0)
+    with torch.no_grad():  # as an optimizer step would
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    after = generate(model, prompts, 10, temperature=0)
+    assert after == generate(model, prompts, 10, temperature=0, fast=False) and after != before
+
+
+def test_sample_command_unconditional(model_dir, capsys):
+    assert main(["sample", "--model", str(model_dir), "--prompt", "", "--temperature", "0", "--max-new-tokens", "6",
+                 "--stop-at-eot", "false"]) == 0
+    model, tok = load_model(model_dir)
+    assert capsys.readouterr().out == tok.decode(generate(model, [[tok.eot_token]], 6, temperature=0)[0]) + "\n"

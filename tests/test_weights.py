@@ -297,3 +297,13 @@ def test_convert_command(tmp_path, cli, capsys):
     r = cli("convert", "--input", str(tmp_path / "hf"), "--output", str(tmp_path / "own"))
     assert r.returncode == 2 and "already holds a different model" in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("gpt2 convert: error: ")
+
+
+def test_presets_command_prints_the_released_sizes(capsys):
+    from gpt2.cli import main
+
+    assert main(["presets", "--pad-vocab-to", "128"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt1"]
+    for r in rows:  # padding rows are not parameters of the model: the counts stay the released ones
+        assert round(int(r[7].replace(",", "")) / 1e6) == int(r[8].rstrip("M"))
