@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import sys
 import time
 import weakref
@@ -112,7 +113,7 @@ class _PackedLinears:
     Results equal the plain path up to float rounding. Anywhere else (GPU, no MKL / oneDNN) it does nothing.
     """
 
-    _cache: "weakref.WeakKeyDictionary[GPT, tuple]" = None  # model -> (key, packed forwards)
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, packed forwards)
 
     def __init__(self, model: GPT, batch: int):
         self.model, self.batch = model, batch
@@ -121,9 +122,8 @@ class _PackedLinears:
         if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
             return
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        key = (batch, weight.dtype, tuple((id(m.weight), m.weight._version) for m in linears))
-        if _PackedLinears._cache is None:
-            _PackedLinears._cache = weakref.WeakKeyDictionary()
+        # any change of a weight (an optimizer step, load_state_dict, .to(), .data = ...) changes this key
+        key = (batch, weight.dtype, tuple((id(m.weight), m.weight.data_ptr(), m.weight._version) for m in linears))
         cached = _PackedLinears._cache.get(model)
         if cached is not None and cached[0] == key:
             self.forwards = cached[1]
@@ -229,7 +229,7 @@ def _decode(
 
 
 def _prepare(model: GPT, prompts, max_new_tokens: int, vocab_size: int | None) -> list[list[int]]:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise GPT2Error(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
     prompts = [[int(t) for t in p] for p in prompts]
     limit = model.config.vocab_size

@@ -21,6 +21,15 @@ from gpt2.weights import export_hf, load_model, read_tf_checkpoint, save_model
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: one thread is faster than several, and undisturbed by other busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 DATA = Path(__file__).parent / "data"
 CONFIGS = [dict(n_layer=1, n_head=1, n_embd=8, vocab_size=17, n_positions=8),
            dict(n_layer=2, n_head=4, n_embd=32, vocab_size=101, n_positions=24),
