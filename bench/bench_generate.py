@@ -84,6 +84,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     import transformers
 
+    print("command: python " + " ".join(sys.argv))
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
           f"load average {os.getloadavg()[0]:.2f} at start")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")

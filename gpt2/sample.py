@@ -144,20 +144,8 @@ class _PackedLinears:
             packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, M)
             # for a row count other than M the op falls back to the plain matmul with `weight`
             return lambda x: torch.ops.mkl._mkl_linear(x, packed, weight, bias, M)
-        if M > 1:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight, M)
-            return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-        # oneDNN's kernel for a single row reads 16-bit weights at about half the speed of its two-row
-        # kernel (measured: bench/bench_generate.py, docs/model.md), so one row is computed as two
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 2)
-
-        def one_row(x: torch.Tensor) -> torch.Tensor:
-            if x.numel() != x.shape[-1]:
-                return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-            two = x.reshape(1, -1).expand(2, -1)  # the same row twice: no copy
-            return torch.ops.mkldnn._linear_pointwise(two, packed, bias, "none", [], "")[:1].view(*x.shape[:-1], -1)
-
-        return one_row
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, M)
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
     def __enter__(self) -> _PackedLinears:
         for module, forward in self.forwards.items():

@@ -366,3 +366,22 @@ def test_sample_command_unconditional(model_dir, capsys):
                  "--stop-at-eot", "false"]) == 0
     model, tok = load_model(model_dir)
     assert capsys.readouterr().out == tok.decode(generate(model, [[tok.eot_token]], 6, temperature=0)[0]) + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 3])
+def test_greedy_equals_transformers_at_gpt2_size(tmp_path, batch):
+    """The 124M shape (random weights), where the prepacked kernels run on the real matrix sizes."""
+    from gpt2.weights import export_hf
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_name("gpt2")).eval()
+    export_hf(model, tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    prompts = random_prompts([12, 5, 9][:batch], 50257)
+    P = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (P - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert generate(model, prompts, 32, temperature=0) == out[:, P:].tolist()
