@@ -271,7 +271,10 @@ def iter_tokens(
 ) -> Iterator[list[int | None]]:
     """Like `generate`, but yields after each step the new token of every prompt (None once a prompt has ended),
     for streaming. A stop id is not yielded; the token that completes a stop string is."""
+    from gpt2.weights import unwrap
+
     check_sampling(temperature, top_k, top_p)
+    model = unwrap(model)  # decode with the plain module, also for a compiled or DDP-wrapped one
     prompts = _prepare(model, prompts, max_new_tokens, vocab_size)
     if tokenizer is not None and vocab_size is None and tokenizer.n_vocab < model.config.vocab_size:
         vocab_size = tokenizer.n_vocab  # never produce ids the tokenizer cannot decode (a padded vocabulary)

@@ -229,6 +229,10 @@ def test_vocab_size_limits_the_ids(small_model):
     assert max(max(o) for o in out) < 40
 
 
+def test_compiled_models_generate_like_their_module(small_model):
+    assert generate(torch.compile(small_model), [[1, 2]], 5, temperature=0) == generate(small_model, [[1, 2]], 5, temperature=0)
+
+
 def test_training_mode_is_restored(small_model):
     small_model.train()
     try:
