@@ -103,21 +103,26 @@ def sample_next(
 
 
 class _PackedLinears:
-    """While active, every nn.Linear of the model multiplies with a copy of its weight prepacked for the
-    decode step's batch size: MKL's packed sgemm for float32, oneDNN's blocked layout for bfloat16 / float16.
+    """While active, every nn.Linear of the model multiplies the decode step's few rows with the kernel
+    measured fastest for them on a CPU, instead of PyTorch's general matmul path:
 
-    This is what torch.compile's "freezing" does for CPU inference, without the compile time. Unpacked,
-    each call of a small-batch matmul re-lays-out the weight (oneDNN) or takes a slow small-M path (MKL);
-    packed, a decode step reads each weight once, in the order the kernel wants. The packed copies
-    (as large as the weights) are kept with the model for the next call while its weights are unchanged.
-    Results equal the plain path up to float rounding. Anywhere else (GPU, no MKL / oneDNN) it does nothing.
+    - float32: MKL's packed sgemm, with the weight prepacked once for the batch size;
+    - bfloat16 / float16: oneDNN with the weight prepacked into its blocked layout; for a single row,
+      whichever of that and PyTorch's own matrix-vector kernel (`addmv`) is faster here, timed once
+      (both give bit-identical results, checked before choosing, so the choice never changes an output).
+
+    Prepacking is what torch.compile's "freezing" does for CPU inference, without the compile time.
+    The packed copies (as large as the weights) are kept with the model for the next call while its
+    weights are unchanged. Results equal the plain path up to float rounding (bit-identical for the
+    16-bit kernels). Anywhere else (a GPU, a build without MKL / oneDNN) it does nothing.
     """
 
-    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, packed forwards)
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, forwards, kernel)
 
     def __init__(self, model: GPT, batch: int):
         self.model, self.batch = model, batch
         self.forwards: dict[nn.Linear, Callable] = {}
+        self.kernel = "plain"
         weight = model.lm_head.weight
         if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
             return
@@ -126,26 +131,49 @@ class _PackedLinears:
         key = (batch, weight.dtype, tuple((id(m.weight), m.weight.data_ptr(), m.weight._version) for m in linears))
         cached = _PackedLinears._cache.get(model)
         if cached is not None and cached[0] == key:
-            self.forwards = cached[1]
+            _, self.forwards, self.kernel = cached
             return
         _PackedLinears._cache.pop(model, None)  # free the old copies before making new ones
         try:
             with torch.no_grad():
-                self.forwards = {m: self._pack(m.weight.detach(), None if m.bias is None else m.bias.detach()) for m in linears}
+                self._prepare(linears)
         except (RuntimeError, AttributeError) as e:  # a build without these kernels: stay on the plain path
             log.debug("no prepacked weights (%s); using the plain matmuls", e)
-            self.forwards = {}
+            self.forwards, self.kernel = {}, "plain"
             return
-        _PackedLinears._cache[model] = (key, self.forwards)
+        log.debug("decode matmuls for batch %d, %s: %s", batch, weight.dtype, self.kernel)
+        _PackedLinears._cache[model] = (key, self.forwards, self.kernel)
 
-    def _pack(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
+    def _prepare(self, linears: list[nn.Linear]) -> None:
         M = self.batch
-        if weight.dtype == torch.float32:
-            packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, M)
-            # for a row count other than M the op falls back to the plain matmul with `weight`
-            return lambda x: torch.ops.mkl._mkl_linear(x, packed, weight, bias, M)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, M)
-        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        params = [(m.weight.detach(), None if m.bias is None else m.bias.detach()) for m in linears]
+        if params[0][0].dtype == torch.float32:
+            self.kernel = "mkl-packed"
+            self.forwards = {m: _mkl_packed(w, b, M) for m, (w, b) in zip(linears, params)}
+            return
+        self.kernel = "onednn-packed"
+        self.forwards = {m: _onednn_packed(w, b, M) for m, (w, b) in zip(linears, params)}
+        if M == 1 and self._addmv_is_faster(params):
+            self.kernel = "addmv"
+            self.forwards = {m: _addmv(w, b) for m, (w, b) in zip(linears, params)}
+
+    def _addmv_is_faster(self, params) -> bool:
+        """Time one pass over all weights with each single-row kernel (interleaved, best of 3)."""
+        packed = list(self.forwards.values())
+        plain = [_addmv(w, b) for w, b in params]
+        probes = {n: torch.randn(1, n, dtype=params[0][0].dtype, generator=torch.Generator().manual_seed(0))
+                  for n in {w.shape[1] for w, _ in params}}
+        xs = [probes[w.shape[1]] for w, _ in params]
+        if not all(torch.equal(f(x), g(x)) for f, g, x in zip(packed, plain, xs)):
+            return False  # not bit-identical on this build: keep one kernel, so that outputs never depend on timing
+        best = {"packed": math.inf, "addmv": math.inf}
+        for _ in range(3):
+            for name, fns in (("packed", packed), ("addmv", plain)):
+                t = time.perf_counter()
+                for f, x in zip(fns, xs):
+                    f(x)
+                best[name] = min(best[name], time.perf_counter() - t)
+        return best["addmv"] < best["packed"]
 
     def __enter__(self) -> _PackedLinears:
         for module, forward in self.forwards.items():
@@ -155,6 +183,28 @@ class _PackedLinears:
     def __exit__(self, *exc) -> None:
         for module in self.forwards:
             module.__dict__.pop("forward", None)
+
+
+def _mkl_packed(weight: torch.Tensor, bias: torch.Tensor | None, M: int) -> Callable:
+    packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, M)
+    # for a row count other than M the op falls back to the plain matmul with `weight`
+    return lambda x: torch.ops.mkl._mkl_linear(x, packed, weight, bias, M)
+
+
+def _onednn_packed(weight: torch.Tensor, bias: torch.Tensor | None, M: int) -> Callable:
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, M)
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def _addmv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != x.shape[-1]:  # more than one row (a prompt): the plain path
+            return nn.functional.linear(x, weight, bias)
+        row = x.reshape(-1)
+        y = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
+        return y.view(*x.shape[:-1], -1)
+
+    return forward
 
 
 def _decode(
