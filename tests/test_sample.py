@@ -389,3 +389,24 @@ def test_greedy_equals_transformers_at_gpt2_size(tmp_path, batch):
     with torch.no_grad():
         out = hf.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False, pad_token_id=0, eos_token_id=None)
     assert generate(model, prompts, 32, temperature=0) == out[:, P:].tolist()
+
+
+def test_single_row_kernel_choice_never_changes_the_output(monkeypatch):
+    from gpt2.sample import _PackedLinears
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, block_size=64)).eval().to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    outputs, kernels = [], []
+    for faster in (True, False):
+        monkeypatch.setattr(_PackedLinears, "_addmv_is_faster", lambda self, params, faster=faster: faster)
+        _PackedLinears._cache.pop(model, None)
+        kernels.append(_PackedLinears(model, 1).kernel)
+        outputs.append(generate(model, [[1, 2, 3]], 30, temperature=1.0, generator=torch.Generator().manual_seed(0)))
+    outputs.append(generate(model, [[1, 2, 3]], 30, temperature=1.0, generator=torch.Generator().manual_seed(0), fast=False))
+    if torch.backends.mkldnn.is_available():
+        assert kernels == ["addmv", "onednn-packed"]
+    assert outputs[0] == outputs[1] == outputs[2]
