@@ -342,6 +342,80 @@ class DemoConfig:
 
 # ---- model, weights, sampling ----------------------------------------------
 
+
+@dataclass
+class SampleConfig:
+    """`gpt2 sample`: continue prompts with a trained or imported model (top-k 40 by default, as in the paper's samples)."""
+
+    model: Path = opt(help="model directory: this project's format, a Hugging Face GPT-2 directory, or OpenAI's release")
+    prompt: str | None = opt(None, "prompt text (otherwise --prompt-file, otherwise stdin if it is not a terminal; "
+                                   "none at all: unconditional samples that start from <|endoftext|>)")
+    prompt_file: Path | None = opt(None, "file holding the prompt ('-' for stdin); a .jsonl file holds one prompt per line "
+                                         "(a JSON string or an object with a \"prompt\" field)")
+    tokenizer: str | None = opt(None, "tokenizer directory, or 'gpt2' (default: the model directory's own, else OpenAI's "
+                                      "GPT-2 tokenizer for a 50,257-token model)")
+    num_samples: int = opt(1, "samples per prompt")
+    max_new_tokens: int = opt(256, "tokens to generate per sample (fewer when a stop id or string ends it)")
+    temperature: float = opt(1.0, "divide the logits by this (0: greedy decoding)")
+    top_k: int | None = opt(40, "sample from the k most likely tokens only (none: no limit)")
+    top_p: float | None = opt(None, "sample from the smallest set of tokens whose probability reaches p (nucleus sampling)")
+    seed: int | None = opt(None, "random seed (default: a fresh one, logged so the run can be repeated)")
+    stop: list[str] = opt([], "stop strings: a sample ends where one appears (it is not shown)")
+    stop_at_eot: bool = opt(True, "end a sample at <|endoftext|>")
+    echo: bool = opt(True, "print the prompt before its continuation")
+    interactive: bool = opt(False, "read prompts line by line from the terminal until end of input (Ctrl-D)")
+    output: Path | None = opt(None, "also write the samples to this JSON Lines file ({prompt, sample, tokens, ...} per line)")
+    batch_size: int = opt(8, "sequences generated together")
+    device: str = opt("auto", "cpu, cuda, cuda:N, mps, or auto (the GPU if there is one)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(
+        "auto", "precision of the weights while sampling (auto: bfloat16 on a GPU that has it, else float32)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.prompt is not None and self.prompt_file is not None:
+            raise ConfigError("give either --prompt or --prompt-file, not both")
+        if self.interactive and (self.prompt is not None or self.prompt_file is not None):
+            raise ConfigError("--interactive reads prompts from the terminal; drop --prompt / --prompt-file")
+        if self.num_samples < 1:
+            raise ConfigError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.temperature >= 0:
+            raise ConfigError(f"--temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1 (or none for no limit), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise ConfigError("--stop strings must not be empty")
+
+
+@dataclass
+class PresetsConfig:
+    """`gpt2 presets`: the model sizes of the GPT-2 paper (Table 2) and GPT-1, with their parameter counts."""
+
+    pad_vocab_to: int = opt(1, "count with the embedding padded to a multiple of this (the padding rows are not counted)")
+
+    def __post_init__(self) -> None:
+        if self.pad_vocab_to < 1:
+            raise ConfigError(f"--pad-vocab-to must be at least 1, got {self.pad_vocab_to}")
+
+
+@dataclass
+class ConvertConfig:
+    """`gpt2 convert`: convert a model directory between this project's format and Hugging Face's."""
+
+    input: Path = opt(help="model directory: this project's format, Hugging Face (config.json + weights), or OpenAI's release "
+                           "(hparams.json + model.ckpt.*)")
+    output: Path = opt(help="directory to write")
+    to: Literal["gpt2", "hf"] = opt("gpt2", "output format: 'gpt2' (this project: model.safetensors + model.json) or "
+                                           "'hf' (a directory transformers.GPT2LMHeadModel.from_pretrained loads)")
+    dtype: Literal["keep", "float32", "bfloat16", "float16"] = opt("keep", "store the weights in this precision")
+    tokenizer: str | None = opt(None, "tokenizer to include (default: the input directory's own, if any)")
+    force: bool = opt(False, "overwrite a different model already in --output")
+
 # ---- data and training --------------------------------------------------------
 
 # ---- evaluation -----------------------------------------------------------------

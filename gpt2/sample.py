@@ -18,20 +18,24 @@ each sequence (so a long prompt is cut from the left, keeping room for what is
 generated); when the window is full, the cache is rebuilt the same way from
 the most recent tokens and generation goes on.
 
-`compile=True` runs the decode step through torch.compile (inductor), which
-prepacks the weights for the CPU's matrix kernels and fuses the small
-element-wise work: worth it for long generations, after ~1 minute of compiling.
+On a CPU the decode steps multiply with weights prepacked for the batch size
+(`_PackedLinears`; `fast=False` turns this off), the one optimisation that
+measurably paid off there (bench/bench_generate.py, docs/model.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import numbers
 import sys
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
+import torch.nn as nn
 
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, KVCache
@@ -53,21 +57,28 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: fl
         raise GPT2Error(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
 
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Logits (B, V) -> float32 logits of the sampling distribution: divided by `temperature`, then
-    -inf outside the `top_k` most likely tokens and outside the smallest set whose probability reaches `top_p`."""
+def candidates(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The sampling distribution for logits (B, V): probabilities (B, n) over candidate ids (B, n).
+
+    Logits are divided by `temperature`; only the `top_k` most likely tokens stay
+    candidates, then only the smallest set of most likely tokens whose probability
+    reaches `top_p`. The ids are None when every token is a candidate (n = V).
+    Working on the k candidates rather than the whole vocabulary keeps top-k
+    sampling cheap (a softmax over 40 numbers instead of 50,257).
+    """
     logits = logits.float() / temperature
+    ids = None
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
+        logits, ids = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
+    elif top_p is not None and top_p < 1.0:
+        logits, ids = torch.sort(logits, dim=-1, descending=True)
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the tokens before it already reach top_p (the first one always stays)
-        drop = probs.cumsum(dim=-1) - probs >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, -math.inf)
-        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    return logits
+        probs = logits.softmax(dim=-1)
+        # drop a token when the tokens before it already reach top_p (the most likely one always stays)
+        logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, -math.inf)
+    return logits.softmax(dim=-1), ids
 
 
 def sample_next(
@@ -80,44 +91,120 @@ def sample_next(
     """The next token (B,) for logits (B, V): argmax when temperature is 0, else a draw from `generator`."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+    probs, ids = candidates(logits, temperature, top_k, top_p)
     if generator is not None and generator.device != probs.device:
         probs = probs.to(generator.device)  # draw where the generator lives, so a seed means the same everywhere
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+    choice = torch.multinomial(probs, 1, generator=generator).to(logits.device)  # (B, 1)
+    return (choice if ids is None else ids.gather(-1, choice)).squeeze(-1)
 
 
 # ----------------------------------------------------------------------------
 # the decoding loop
 
 
-class _Step:
-    """One decode step (token (B, 1) -> logits (B, V)), optionally compiled.
+class _PackedLinears:
+    """While active, every nn.Linear of the model multiplies the decode step's few rows with the kernel
+    measured fastest for them on a CPU, instead of PyTorch's general matmul path:
 
-    Compiling with `freezing` lets inductor treat the weights as constants and
-    prepack them for oneDNN / MKL; the cache length and the step's position are
-    dynamic, so one graph serves every step and every window.
+    - float32: MKL's packed sgemm, with the weight prepacked once for the batch size;
+    - bfloat16 / float16: oneDNN with the weight prepacked into its blocked layout; for a single row,
+      whichever of that and PyTorch's own matrix-vector kernel (`addmv`) is faster here, timed once
+      (both give bit-identical results, checked before choosing, so the choice never changes an output).
+
+    Prepacking is what torch.compile's "freezing" does for CPU inference, without the compile time.
+    The packed copies (as large as the weights) are kept with the model for the next call while its
+    weights are unchanged. Results equal the plain path up to float rounding (bit-identical for the
+    16-bit kernels). Anywhere else (a GPU, a build without MKL / oneDNN) it does nothing.
     """
 
-    _compiled: dict[int, Callable] = {}
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, forwards, kernel)
 
-    def __init__(self, model: GPT, compile: bool):
-        self.model = model
-        self.fn = self._forward
-        if compile:
-            key = id(model)
-            if key not in self._compiled:
-                import torch._inductor.config as inductor_config
+    def __init__(self, model: GPT, batch: int):
+        self.model, self.batch = model, batch
+        self.forwards: dict[nn.Linear, Callable] = {}
+        self.kernel = "plain"
+        weight = model.lm_head.weight
+        if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+            return
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        # any change of a weight (an optimizer step, load_state_dict, .to(), .data = ...) changes this key
+        key = (batch, weight.dtype, tuple((id(m.weight), m.weight.data_ptr(), m.weight._version) for m in linears))
+        cached = _PackedLinears._cache.get(model)
+        if cached is not None and cached[0] == key:
+            _, self.forwards, self.kernel = cached
+            return
+        _PackedLinears._cache.pop(model, None)  # free the old copies before making new ones
+        try:
+            with torch.no_grad():
+                self._prepare(linears)
+        except (RuntimeError, AttributeError) as e:  # a build without these kernels: stay on the plain path
+            log.debug("no prepacked weights (%s); using the plain matmuls", e)
+            self.forwards, self.kernel = {}, "plain"
+            return
+        log.debug("decode matmuls for batch %d, %s: %s", batch, weight.dtype, self.kernel)
+        _PackedLinears._cache[model] = (key, self.forwards, self.kernel)
 
-                inductor_config.freezing = True
-                self._compiled[key] = torch.compile(self._forward, dynamic=True)
-            self.fn = self._compiled[key]
+    def _prepare(self, linears: list[nn.Linear]) -> None:
+        M = self.batch
+        params = [(m.weight.detach(), None if m.bias is None else m.bias.detach()) for m in linears]
+        if params[0][0].dtype == torch.float32:
+            self.kernel = "mkl-packed"
+            self.forwards = {m: _mkl_packed(w, b, M) for m, (w, b) in zip(linears, params)}
+            return
+        self.kernel = "onednn-packed"
+        self.forwards = {m: _onednn_packed(w, b, M) for m, (w, b) in zip(linears, params)}
+        if M == 1 and self._addmv_is_faster(params):
+            self.kernel = "addmv"
+            self.forwards = {m: _addmv(w, b) for m, (w, b) in zip(linears, params)}
 
-    def _forward(self, tok, cache, attention_mask, positions):
-        logits, _ = self.model(tok, cache=cache, attention_mask=attention_mask, positions=positions, last_only=True)
-        return logits[:, -1]
+    def _addmv_is_faster(self, params) -> bool:
+        """Time one pass over all weights with each single-row kernel (interleaved, best of 3)."""
+        packed = list(self.forwards.values())
+        plain = [_addmv(w, b) for w, b in params]
+        probes = {n: torch.randn(1, n, dtype=params[0][0].dtype, generator=torch.Generator().manual_seed(0))
+                  for n in {w.shape[1] for w, _ in params}}
+        xs = [probes[w.shape[1]] for w, _ in params]
+        if not all(torch.equal(f(x), g(x)) for f, g, x in zip(packed, plain, xs)):
+            return False  # not bit-identical on this build: keep one kernel, so that outputs never depend on timing
+        best = {"packed": math.inf, "addmv": math.inf}
+        for _ in range(3):
+            for name, fns in (("packed", packed), ("addmv", plain)):
+                t = time.perf_counter()
+                for f, x in zip(fns, xs):
+                    f(x)
+                best[name] = min(best[name], time.perf_counter() - t)
+        return best["addmv"] < best["packed"]
 
-    def __call__(self, tok, cache, attention_mask, positions):
-        return self.fn(tok, cache, attention_mask, positions)
+    def __enter__(self) -> _PackedLinears:
+        for module, forward in self.forwards.items():
+            module.forward = forward  # an instance attribute shadows the class's forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module in self.forwards:
+            module.__dict__.pop("forward", None)
+
+
+def _mkl_packed(weight: torch.Tensor, bias: torch.Tensor | None, M: int) -> Callable:
+    packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, M)
+    # for a row count other than M the op falls back to the plain matmul with `weight`
+    return lambda x: torch.ops.mkl._mkl_linear(x, packed, weight, bias, M)
+
+
+def _onednn_packed(weight: torch.Tensor, bias: torch.Tensor | None, M: int) -> Callable:
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, M)
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def _addmv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != x.shape[-1]:  # more than one row (a prompt): the plain path
+            return nn.functional.linear(x, weight, bias)
+        row = x.reshape(-1)
+        y = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
+        return y.view(*x.shape[:-1], -1)
+
+    return forward
 
 
 def _decode(
@@ -126,7 +213,7 @@ def _decode(
     max_new_tokens: int,
     pick: Callable[[torch.Tensor], torch.Tensor],
     finished: list[bool],
-    compile: bool = False,
+    fast: bool = True,
 ) -> Iterator[list[int]]:
     """Yield the next token of every row, step by step, until `max_new_tokens` steps are done or every
     row is marked in `finished` (the caller marks rows there). Each window of the context is one cache."""
@@ -134,7 +221,7 @@ def _decode(
     weight = model.lm_head.weight
     device, dtype = weight.device, weight.dtype
     B = len(prompts)
-    step = _Step(model, compile)
+    packed = _PackedLinears(model, B) if fast and max_new_tokens > 1 else None
     history = [list(p) for p in prompts]
     remaining = max_new_tokens
     first = True
@@ -173,14 +260,14 @@ def _decode(
             yield tokens
             if s == span - 1 or all(finished):
                 break
-            with torch.inference_mode():
-                logits = step(tok[:, None], cache, mask, pos)
+            with torch.inference_mode(), packed or contextlib.nullcontext():
+                logits = model(tok[:, None], cache=cache, attention_mask=mask, positions=pos, last_only=True)[0][:, -1]
             if pos is not None:
                 pos = pos + 1
 
 
 def _prepare(model: GPT, prompts, max_new_tokens: int, vocab_size: int | None) -> list[list[int]]:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise GPT2Error(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
     prompts = [[int(t) for t in p] for p in prompts]
     limit = model.config.vocab_size
@@ -230,11 +317,14 @@ def iter_tokens(
     tokenizer=None,
     generator: torch.Generator | None = None,
     vocab_size: int | None = None,
-    compile: bool = False,
+    fast: bool = True,
 ) -> Iterator[list[int | None]]:
     """Like `generate`, but yields after each step the new token of every prompt (None once a prompt has ended),
     for streaming. A stop id is not yielded; the token that completes a stop string is."""
+    from gpt2.weights import unwrap
+
     check_sampling(temperature, top_k, top_p)
+    model = unwrap(model)  # decode with the plain module, also for a compiled or DDP-wrapped one
     prompts = _prepare(model, prompts, max_new_tokens, vocab_size)
     if tokenizer is not None and vocab_size is None and tokenizer.n_vocab < model.config.vocab_size:
         vocab_size = tokenizer.n_vocab  # never produce ids the tokenizer cannot decode (a padded vocabulary)
@@ -252,7 +342,7 @@ def iter_tokens(
     was_training = model.training
     model.eval()
     try:
-        for tokens in _decode(model, prompts, max_new_tokens, pick, finished, compile):
+        for tokens in _decode(model, prompts, max_new_tokens, pick, finished, fast):
             out: list[int | None] = []
             for i, t in enumerate(tokens):
                 if finished[i]:
@@ -281,7 +371,7 @@ def generate(
     tokenizer=None,
     generator: torch.Generator | None = None,
     vocab_size: int | None = None,
-    compile: bool = False,
+    fast: bool = True,
     progress: bool | None = False,
 ) -> list[list[int]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens; returns only the new tokens.
@@ -304,7 +394,7 @@ def generate(
     try:
         for tokens in iter_tokens(
             model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, stop_ids=stop_ids,
-            stop_strings=stop_strings, tokenizer=tokenizer, generator=generator, vocab_size=vocab_size, compile=compile,
+            stop_strings=stop_strings, tokenizer=tokenizer, generator=generator, vocab_size=vocab_size, fast=fast,
         ):
             for out, t in zip(outputs, tokens):
                 if t is not None:
@@ -343,12 +433,14 @@ def stream(
     *,
     tokenizer,
     stop_strings: Sequence[str] = (),
+    on_token: Callable[[int], None] | None = None,
     **options,
 ) -> Iterator[str]:
     """Yield the text of one prompt's continuation as it is produced, on UTF-8 character boundaries.
 
     Takes `generate`'s options. Text that might be the start of a stop string is
-    held back until that is decided, so a stop string is never shown.
+    held back until that is decided, so a stop string is never shown. `on_token`
+    is called with each new token id.
     """
     decoder = tokenizer.stream_decoder()
     pending = ""
@@ -356,6 +448,8 @@ def stream(
     for (token,) in iter_tokens(model, [prompt], max_new_tokens, tokenizer=tokenizer, stop_strings=stop_strings, **options):
         if token is None:
             break
+        if on_token is not None:
+            on_token(token)
         pending += decoder.push(token)
         if stop_strings:
             cut = min((pending.find(s) for s in stop_strings if s in pending), default=-1)
@@ -373,3 +467,176 @@ def stream(
         pending += decoder.flush()
     if pending:
         yield pending
+
+
+# ----------------------------------------------------------------------------
+# gpt2 sample
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GPT2Error(f"--device {name!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GPT2Error(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+    return device
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _tokenizer_for(model: GPT, own, spec: str | None):
+    """The tokenizer to use: --tokenizer (checked against the model's own), else the model's, else GPT-2's."""
+    from gpt2.tokenizer import load_tokenizer
+
+    if spec is not None:
+        tokenizer = load_tokenizer(spec)
+        if own is not None and (tokenizer.vocab != own.vocab or tokenizer.merges != own.merges):
+            raise GPT2Error(f"--tokenizer {spec} differs from the tokenizer saved with the model; drop --tokenizer to use the model's")
+    elif own is not None:
+        tokenizer = own
+    elif model.config.vocab_size == 50257:
+        tokenizer = load_tokenizer("gpt2")
+    else:
+        raise GPT2Error(f"the model directory has no tokenizer and the model has {model.config.vocab_size} tokens; pass --tokenizer DIR")
+    if tokenizer.n_vocab > model.config.vocab_size:
+        raise GPT2Error(
+            f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {model.config.vocab_size}; wrong tokenizer for this model"
+        )
+    return tokenizer
+
+
+def _read_prompts(cfg) -> list[str]:
+    """--prompt, --prompt-file (.jsonl: one prompt per line) or stdin; [''] for unconditional samples."""
+    import json
+    from pathlib import Path
+
+    if cfg.prompt is not None:
+        return [cfg.prompt]
+    if cfg.prompt_file is None:
+        return [sys.stdin.read()] if not sys.stdin.isatty() else [""]
+    if str(cfg.prompt_file) == "-":
+        return [sys.stdin.read()]
+    path = Path(cfg.prompt_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GPT2Error(f"prompt file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise GPT2Error(f"prompt file {path} is not UTF-8 text") from None
+    if path.suffix != ".jsonl":
+        return [text]
+    prompts = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GPT2Error(f"{path} line {lineno} is not JSON ({e})") from None
+        if isinstance(item, dict):
+            item = item.get("prompt")
+        if not isinstance(item, str):
+            raise GPT2Error(f'{path} line {lineno}: expected a JSON string or an object with a "prompt" string')
+        prompts.append(item)
+    if not prompts:
+        raise GPT2Error(f"{path} holds no prompts")
+    return prompts
+
+
+def _encode_prompt(tokenizer, text: str) -> list[int]:
+    ids = tokenizer.encode(text, allowed_special="all")
+    if ids:
+        return ids
+    if tokenizer.eot_token is None:
+        raise GPT2Error("an empty prompt starts from <|endoftext|>, which this tokenizer lacks; give a prompt")
+    return [tokenizer.eot_token]
+
+
+def sample_command(cfg) -> list[str]:
+    """`gpt2 sample`: returns the samples' texts (also written to stdout and, with --output, to a JSON Lines file)."""
+    import json
+    import os
+
+    from gpt2.weights import load_model
+
+    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    device = _device(cfg.device)
+    model, own_tokenizer = load_model(cfg.model, device=device, dtype=_dtype(cfg.dtype, device))
+    tokenizer = _tokenizer_for(model, own_tokenizer, cfg.tokenizer)
+    seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+    log.info("seed %d (pass --seed %d to repeat this run)", seed, seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    options = dict(
+        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, tokenizer=tokenizer,
+        stop_ids=[tokenizer.eot_token] if cfg.stop_at_eot and tokenizer.eot_token is not None else [],
+        stop_strings=cfg.stop,
+    )
+    out = sys.stdout
+    records, texts = [], []
+    t0, n_tokens = time.perf_counter(), 0
+
+    def run_streaming(text: str) -> str:
+        nonlocal n_tokens
+        ids = _encode_prompt(tokenizer, text)
+        if cfg.echo:
+            out.write(text)
+        pieces, counted = [], []
+        for piece in stream(model, ids, cfg.max_new_tokens, on_token=counted.append, **options):
+            pieces.append(piece)
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+        n_tokens += len(counted)
+        return "".join(pieces)
+
+    if cfg.interactive:
+        while True:
+            try:
+                line = input("prompt> ")
+            except EOFError:
+                out.write("\n")
+                break
+            texts.append(run_streaming(line.replace("\\n", "\n")))
+    else:
+        prompts = _read_prompts(cfg)
+        jobs = [(p, s) for p in range(len(prompts)) for s in range(cfg.num_samples)]
+        if len(jobs) == 1:
+            texts.append(run_streaming(prompts[0]))
+            records.append({"prompt": prompts[0], "sample": 0, "text": texts[0]})
+        else:
+            encoded = [_encode_prompt(tokenizer, p) for p in prompts]
+            for start in range(0, len(jobs), cfg.batch_size):
+                batch = jobs[start : start + cfg.batch_size]
+                results = generate(model, [encoded[p] for p, _ in batch], cfg.max_new_tokens, progress=None, **options)
+                for (p, s), tokens in zip(batch, results):
+                    n_tokens += len(tokens)
+                    text = tokenizer.decode(tokens)
+                    texts.append(text)
+                    records.append({"prompt": prompts[p], "sample": s, "text": text, "tokens": len(tokens)})
+                    title = f" prompt {p + 1} of {len(prompts)}, sample {s + 1} of {cfg.num_samples} "
+                    out.write(f"{title:=^80}\n{prompts[p] if cfg.echo else ''}{text}\n")
+                    out.flush()
+    if cfg.output is not None and records:
+        from pathlib import Path
+
+        path = Path(cfg.output)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps({**r, "seed": seed}, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, path)
+    elapsed = time.perf_counter() - t0
+    log.info("generated %d tokens in %.1f s (%.1f tokens/s)", n_tokens, elapsed, n_tokens / max(elapsed, 1e-9))
+    return texts

@@ -651,3 +651,61 @@ def load_model(
             )
     log.info("loaded %s (%s parameters, %s layout) from %s", type(model).__name__, f"{model.num_params():,}", layout, path)
     return model, tokenizer
+
+
+# ----------------------------------------------------------------------------
+# gpt2 convert
+
+
+def convert_command(cfg) -> Path:
+    """`gpt2 convert`."""
+    from gpt2.tokenizer import load_tokenizer
+
+    source, target = Path(cfg.input), Path(cfg.output)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise GPT2Error("--output is the --input directory; write the converted model somewhere else")
+    layout = detect_layout(source) if source.is_dir() else None
+    model, tokenizer = load_model(source, dtype=None if cfg.dtype == "keep" else DTYPES[cfg.dtype])
+    if cfg.tokenizer is not None:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        if tokenizer.n_vocab > model.config.vocab_size:
+            raise GPT2Error(
+                f"--tokenizer has {tokenizer.n_vocab} tokens but the model only {model.config.vocab_size}; wrong tokenizer for this model?"
+            )
+    if cfg.to == "hf":
+        export_hf(model, target, tokenizer, overwrite=cfg.force)
+    else:
+        save_model(model, target, tokenizer, overwrite=cfg.force)
+    dtype = _dtype_name(model.lm_head.weight.dtype)
+    log.info(
+        "converted %s (%s layout) -> %s (%s format): %s parameters, %s%s",
+        source, layout or "?", target, cfg.to, f"{model.num_params():,}", dtype, ", with its tokenizer" if tokenizer else "",
+    )
+    return target
+
+
+# ----------------------------------------------------------------------------
+# gpt2 presets
+
+# the sizes OpenAI gives for its released checkpoints (the paper's Table 2 says 117M, 345M, 762M, 1542M)
+RELEASED = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M", "gpt1": "117M"}
+
+
+def presets_command(cfg) -> dict[str, int]:
+    """`gpt2 presets`: print a table of the presets; returns their parameter counts."""
+    import sys
+
+    from gpt2.model import PRESETS
+
+    counts = {}
+    lines = [f"{'preset':12s} {'layers':>6s} {'width':>6s} {'heads':>6s} {'context':>8s} {'vocab':>7s} {'norm':>5s} {'parameters':>14s}  released as"]
+    for name in PRESETS:
+        config = GPTConfig.from_name(name, pad_vocab_to=cfg.pad_vocab_to)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            counts[name] = GPT(config).num_params()
+        lines.append(
+            f"{name:12s} {config.n_layer:6d} {config.n_embd:6d} {config.n_head:6d} {config.block_size:8d} {config.vocab_size:7d} "
+            f"{config.norm:>5s} {counts[name]:14,d}  {RELEASED[name]}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return counts
