@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     # ---- model, weights, sampling
 
     # ---- data and training
+    "prepare": ("text / JSON lines -> uint16 token shards with a held-out split", "gpt2.data.prepare:prepare", C.PrepareConfig),
+    "train": ("pre-train a GPT on token shards (torchrun for several processes)", "gpt2.train:train", C.TrainConfig),
 
     # ---- evaluation
 
