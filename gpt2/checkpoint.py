@@ -103,7 +103,7 @@ def save(
     _save_tensors(tmp / "model.safetensors", model_state)
     _save_tensors(tmp / "optimizer.safetensors", tensors)
     _save_tensors(tmp / "rng.safetensors", rng)
-    meta = {"format": FORMAT, "version": VERSION, **state, "step": step, "optimizer_param_groups": groups}
+    meta = {**state, "format": FORMAT, "format_version": VERSION, "step": step, "optimizer_param_groups": groups}
     _write(tmp / "state.json", (json.dumps(meta, indent=1) + "\n").encode())
     _fsync_dir(tmp)
     os.rename(tmp, final)
@@ -125,8 +125,10 @@ def load(path: Path) -> Checkpoint:
         rng = load_file(path / "rng.safetensors")
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
         raise GPT2Error(f"checkpoint {path} cannot be read ({e}); resume from an earlier one") from None
-    if state.get("format") != FORMAT or state.get("version") != VERSION:
-        raise GPT2Error(f"{path} is not a version-{VERSION} {FORMAT} (found {state.get('format')} {state.get('version')})")
+    if state.get("format") != FORMAT or state.get("format_version") != VERSION:
+        raise GPT2Error(
+            f"{path} is not a version-{VERSION} {FORMAT} (found {state.get('format')} version {state.get('format_version')})"
+        )
     return Checkpoint(path, model, _unflatten_optimizer(tensors, state.pop("optimizer_param_groups")), rng, state)
 
 

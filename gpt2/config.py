@@ -321,11 +321,20 @@ class TokenizerDecodeConfig:
 
 @dataclass
 class DemoConfig:
-    """`gpt2 demo`: the small end-to-end run of the README."""
+    """`gpt2 demo`: the small end-to-end run of the README (tokenizer, shards, training, samples, plot)."""
 
     corpus: Path | None = opt(None, "a local copy of Tiny Shakespeare (default: $GPT2_DEMO_CORPUS, else download it once)")
     out: Path = opt(Path("runs/demo"), "directory for everything the demo writes")
+    tokenizer: Literal["train", "gpt2"] = opt("train", "learn a BPE vocabulary from the corpus, or use GPT-2's")
     vocab_size: int = opt(4096, "size of the BPE vocabulary the demo learns")
+    steps: int | None = opt(None, "training steps (default: the recipe's 600)")
+    train_config: Path | None = opt(None, "a TOML file of `gpt2 train` settings laid over the demo's recipe")
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 257:
+            raise ConfigError(f"--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be positive, got {self.steps}")
 
 
 # ---- model, weights, sampling ----------------------------------------------

@@ -497,7 +497,7 @@ class Trainer:
             }
             meta = {"state": ck.state, "rng": ck.rng}
             changed = [
-                k for k, v in _flat(to_dict(self.cfg)).items() if _flat(ck.state["config"]).get(k, v) != v and k not in ("resume",)
+                k for k, v in _flat(to_dict(self.cfg)).items() if _flat(ck.state["config"]).get(k, v) != v and k not in ("resume", "out")
             ]
             if changed:
                 log.warning("resuming with changed settings: %s", ", ".join(changed))
@@ -689,7 +689,7 @@ class Trainer:
                 "dataset": self.data.fingerprint,
                 "world_size": self.d.world,
                 "git_commit": git_commit(),
-                "version": __version__,
+                "package_version": __version__,
                 "saved": datetime.datetime.now().isoformat(timespec="seconds"),
             }
             flat_rng = {f"rank{r}.{k}": v for r, states in enumerate(all_rng) for k, v in states.items()}

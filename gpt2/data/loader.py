@@ -96,7 +96,7 @@ class TrainBatches:
         return {"cursor": self.cursor, "n_windows": self.n_windows, "block_size": self.block_size, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("n_windows", "block_size", "seed"):
+        for key in ("block_size", "n_windows", "seed"):
             if state[key] != getattr(self, key):
                 raise GPT2Error(
                     f"the checkpoint's data order does not fit this run ({key} was {state[key]}, now {getattr(self, key)}): "

@@ -264,11 +264,10 @@ def prepare(cfg) -> dict:
         log.info("%s already holds this dataset (%s); nothing to do", out, _summary(old))
         return old
 
+    # read everything once before writing anything: bad input fails here and leaves no trace
+    documents = old["documents"] if old is not None else _draw_held_out(files, cfg)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(out / "tokenizer")
-    documents = old.get("documents") if old is not None else None
-    if documents is None:
-        documents = _draw_held_out(files, cfg)
     splits = {s: _Split(s, list(old["splits"][s]["shards"]) if old is not None else []) for s in SPLITS}
     if old is not None:
         log.info("continuing an interrupted run: %d finished shard(s) kept", sum(len(s.shards) for s in splits.values()))
@@ -374,6 +373,18 @@ def _draw_held_out(files: list[Path], cfg) -> dict:
     if k:
         threshold = str(int(np.partition(np.array(keys, dtype=np.uint64), k - 1)[k - 1]))
     return {"total": n, "held_out": k, "threshold": threshold}
+
+
+def split_documents(cfg, split: str) -> Iterator[str]:
+    """The documents that `prepare(cfg)` puts in `split` ('train' or 'val'), e.g. to learn a tokenizer
+    from the training documents alone."""
+    files = list_inputs(cfg.input)
+    threshold = _draw_held_out(files, cfg)["threshold"]
+    for path in files:
+        for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field):
+            held_out = threshold is not None and _doc_key(text, cfg.seed) <= int(threshold)
+            if held_out == (split == "val"):
+                yield text
 
 
 def _remove_dataset(out: Path, manifest: dict) -> None:
