@@ -100,17 +100,79 @@ class LMLoss(nn.Module):
         return lm_loss(x, self.gpt.lm_head.weight, targets, self.gpt.config.vocab_size, reduction)
 
 
-def lm_loss(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int, reduction: str = "mean", chunk: int = 2048
-) -> torch.Tensor:
+def lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of the next tokens from the final hidden states (B, T, C) and the output embedding (V, C).
 
     Rows of padding in the embedding (V > vocab_size) are never predicted.
     `reduction='none'` gives the loss of every position, (B, T), in float32.
+    Eagerly this is `_ChunkedCrossEntropy`; under torch.compile it is the plain
+    formula, which the compiler fuses by itself.
     """
-    logits = F.linear(hidden, weight)[..., :vocab_size]
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
+    if torch.compiler.is_compiling():
+        logits = F.linear(hidden, weight)[..., :vocab_size]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
+        return loss if reduction == "mean" else loss.view(targets.shape)
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    with torch.autocast(device, enabled=False):
+        h = hidden.reshape(-1, hidden.shape[-1]).to(dtype)
+        loss = _ChunkedCrossEntropy.apply(h, weight.to(dtype), targets.reshape(-1), vocab_size, reduction == "mean")
     return loss if reduction == "mean" else loss.view(targets.shape)
+
+
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk of `_ChunkedCrossEntropy`: 64 MB in float32
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """F.cross_entropy(F.linear(h, w).float(), targets), a chunk of rows at a time.
+
+    With GPT-2's vocabulary the logits of a batch are large (8,192 tokens x
+    50,304 x 4 bytes = 1.6 GB in float32), and the plain formula passes over
+    them many times (cast, log-softmax, its backward, the cast back). Here each
+    chunk's logits are made in the compute dtype, reduced in float32 while they
+    are hot in cache, and turned at once into the gradient of the logits,
+    (softmax - one_hot) / N, kept in the compute dtype; backward is then two
+    matmuls. The same idea as the fused linear cross-entropy of Liger-Kernel
+    (Hsu et al. 2024), in plain PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, targets, vocab_size: int, mean: bool):
+        N, V = h.shape[0], w.shape[0]
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        acc = torch.float64 if h.dtype == torch.float64 else torch.float32  # reductions in at least float32
+        losses = torch.empty(N, dtype=acc, device=h.device)
+        grad_logits = torch.empty(N, V, dtype=h.dtype, device=h.device) if need_grad else None
+        scale = 1.0 / N if mean else 1.0
+        rows = max(1, CHUNK_ELEMENTS // V)
+        index = torch.arange(min(rows, N), device=h.device)
+        for i in range(0, N, rows):
+            t = targets[i : i + rows]
+            r = index[: len(t)]
+            logits = (h[i : i + rows] @ w.t()).to(acc)  # (rows, V)
+            if V > vocab_size:
+                logits[:, vocab_size:] = -math.inf
+            lse = torch.logsumexp(logits, dim=1)
+            losses[i : i + rows] = lse - logits[r, t]
+            if need_grad:
+                logits.sub_((lse - math.log(scale)).unsqueeze(1)).exp_()  # softmax * scale
+                logits[r, t] -= scale
+                grad_logits[i : i + rows] = logits
+        if need_grad:
+            ctx.save_for_backward(h, w, grad_logits)
+        ctx.mean = mean
+        return losses.sum() * scale if mean else losses
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, w, grad_logits = ctx.saved_tensors
+        if ctx.mean:
+            grad_logits = grad_logits * grad_out.to(grad_logits.dtype) if grad_out.item() != 1.0 else grad_logits
+        else:
+            grad_logits = grad_logits * grad_out.unsqueeze(1).to(grad_logits.dtype)
+        grad_h = grad_logits @ w if ctx.needs_input_grad[0] else None
+        grad_w = grad_logits.t() @ h if ctx.needs_input_grad[1] else None
+        return grad_h, grad_w, None, None, None
 
 
 def model_config(cfg: TrainConfig, n_vocab: int) -> GPTConfig:
