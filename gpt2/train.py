@@ -457,6 +457,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.lm, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused or None
         )
+        self.fused_clip = fused and self.scaler is None and not fsdp
 
         self.loader = TrainBatches(
             self.data.stream("train"), T, B, self.global_batch, rank=d.rank, world=d.world, seed=cfg.seed
@@ -624,7 +625,14 @@ class Trainer:
             self.nonfinite = 0
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), o.grad_clip or math.inf)
+            if self.fused_clip:
+                # the fused AdamW kernel divides the gradients by `grad_scale` as it reads them (the hook
+                # GradScaler uses), so clipping costs no pass of its own over the gradients
+                norm = torch.nn.utils.get_total_norm([p.grad for p in self.lm.parameters() if p.grad is not None], foreach=True)
+                if o.grad_clip:
+                    self.optimizer.grad_scale = torch.clamp((norm + 1e-6) / o.grad_clip, min=1.0)
+            else:
+                norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), o.grad_clip or math.inf)
             if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
                 norm = norm.full_tensor()
             if self.scaler:
