@@ -1,7 +1,7 @@
 /*
  * The merge loop of BPE training, in C: the same algorithm as _PairCounts in
  * tokenizer.py (which is the readable reference and is tested to make the same
- * merges), about 50x faster.
+ * merges), about 20x faster.
  *
  * State: every distinct word of the corpus as an array of token ids, with its
  * count; for each adjacent pair of ids, its total count and the words it

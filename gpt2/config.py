@@ -63,46 +63,58 @@ def _parse_bool(value: Any) -> bool:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a TOML or command-line value to the annotated type `tp`."""
+    try:
+        return _convert(value, tp)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _convert(value: Any, tp: Any) -> Any:
     inner, optional = _unwrap_optional(tp)
     if value is None or (optional and isinstance(value, str) and value.lower() == "none"):
         if optional:
             return None
-        raise ConfigError(f"{where} must not be empty")
+        raise ValueError("must not be empty")
     tp = inner
     origin = typing.get_origin(tp)
-    try:
-        if origin is Literal:
-            choices = typing.get_args(tp)
-            if value not in choices:
-                raise ValueError(f"expected one of {', '.join(map(str, choices))}; got {value!r}")
-            return value
-        if origin in (list, tuple):
-            (item,) = typing.get_args(tp)[:1]
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v]
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"expected a list, got {value!r}")
-            items = [_coerce(v, item, where) for v in value]
-            return items if origin is list else tuple(items)
-        if tp is bool:
-            return _parse_bool(value)
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(f"expected an integer, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin in (list, tuple):
+        item = typing.get_args(tp)[0]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        if item is not str:  # numbers and paths may also be given as "a,b,c"
+            value = [x for v in value for x in (v.split(",") if isinstance(v, str) else [v]) if x != ""]
+        items = [_convert(v, item) for v in value]
+        return items if origin is list else tuple(items)
+    if tp is bool:
+        return _parse_bool(value)
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
             return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
-        if tp is float:
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
             if isinstance(value, bool):
-                raise ValueError(f"expected a number, got {value!r}")
+                raise ValueError
             return float(value)
-        if tp is Path:
-            return Path(value).expanduser()
-        if tp is str:
-            if not isinstance(value, str):
-                raise ValueError(f"expected a string, got {value!r}")
-            return value
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
-    raise TypeError(f"unsupported config type {tp!r} for {where}")
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if tp is Path:
+        return Path(value).expanduser()
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -124,7 +136,8 @@ def from_dict(cls: type, data: dict[str, Any], source: str = "config", prefix: s
     kwargs = {}
     for name, f in fields.items():
         tp = hints[name]
-        where = f"'{prefix}{name}' in {source}"
+        flag = "--" + (prefix + name).replace("_", "-")
+        where = flag if source == "command line" else f"'{prefix}{name}' in {source}"
         if dataclasses.is_dataclass(tp):
             section = data.get(name, {})
             if isinstance(section, tp):
@@ -136,7 +149,6 @@ def from_dict(cls: type, data: dict[str, Any], source: str = "config", prefix: s
         elif name in data:
             kwargs[name] = _coerce(data[name], tp, where)
         elif f.default is _REQUIRED and f.default_factory is _REQUIRED:
-            flag = "--" + (prefix + name).replace("_", "-")
             raise ConfigError(f"missing required setting {flag} (or '{prefix}{name}' in a --config file)")
     return cls(**kwargs)
 

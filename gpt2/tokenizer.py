@@ -706,8 +706,9 @@ class Tokenizer:
         if not isinstance(encoder, dict) or not all(isinstance(k, str) and type(v) is int for k, v in encoder.items()):
             raise GPT2Error(f"{encoder_json} must map token strings to integer ids")
         n = len(encoder)
-        if sorted(encoder.values()) != list(range(n)):
-            missing = next(i for i in range(n) if i not in set(encoder.values()))
+        ids = set(encoder.values())
+        if len(ids) != n or min(ids) != 0 or max(ids) != n - 1:
+            missing = next(i for i in range(n) if i not in ids)
             raise GPT2Error(f"{encoder_json}: ids must be 0..{n - 1} without gaps or repeats (id {missing} is missing)")
         b2u = bytes_to_unicode()
         u2b = {u: b for b, u in b2u.items()}
@@ -903,9 +904,11 @@ def decode_command(cfg) -> str:
             raise GPT2Error(f"cannot read {cfg.input} as a .npy array of ids ({e})") from None
     else:
         try:
-            raw = Path(cfg.input).read_text() if cfg.input is not None else sys.stdin.read()
+            raw = Path(cfg.input).read_text(encoding="utf-8") if cfg.input is not None else sys.stdin.read()
         except FileNotFoundError:
             raise GPT2Error(f"input file {cfg.input} does not exist") from None
+        except UnicodeDecodeError:
+            raise GPT2Error(f"{cfg.input} is not text: expected whitespace-separated integer ids or a .npy array") from None
         try:
             ids = [int(x) for x in raw.split()]
         except ValueError as e:

@@ -1,0 +1,95 @@
+"""The `gpt2` command: the tokenizer subcommands end to end, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpt2.cli import COMMANDS
+from gpt2.tokenizer import Tokenizer
+
+from conftest import GPT2_BPE, SHARED, read_text
+
+
+def assert_user_error(result, fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_command(cli):
+    out = cli("--help").stdout + cli("tokenizer", "--help").stdout
+    for name in COMMANDS:
+        assert name.split()[-1] in out
+
+
+def test_train_encode_decode(cli, tmp_path):
+    corpus = SHARED / "botchan" / "botchan.txt"
+    r = cli("tokenizer", "train", "--input", str(corpus), "--vocab-size", "1000", "--out", str(tmp_path / "tok"))
+    assert r.returncode == 0, r.stderr
+    assert "bytes/token" in r.stderr
+    tok = Tokenizer.load(tmp_path / "tok")
+    assert tok.n_vocab == 1000 and tok.eot_token == 999
+
+    text = "I was a mischievous boy.\nBotchan ☺"
+    r = cli("tokenizer", "encode", "--tokenizer", str(tmp_path / "tok"), "--text", text)
+    ids = [int(x) for x in r.stdout.split()]
+    assert ids == tok.encode(text)
+    assert f"{len(text.encode())} bytes -> {len(ids)} tokens" in r.stderr
+    r = cli("tokenizer", "decode", "--tokenizer", str(tmp_path / "tok"), "--ids", *map(str, ids))
+    assert r.stdout == text
+
+
+def test_encode_file_to_npy_and_back(cli, tmp_path):
+    src = SHARED / "ptb" / "ptb.valid.txt"
+    r = cli("tokenizer", "encode", "--tokenizer", str(GPT2_BPE), "--input", str(src), "--output", str(tmp_path / "ids.npy"))
+    assert r.returncode == 0, r.stderr
+    ids = np.load(tmp_path / "ids.npy")
+    assert ids.dtype == np.uint16 and ids.tolist() == Tokenizer.load(GPT2_BPE).encode(read_text(src))
+    r = cli("tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", str(tmp_path / "ids.npy"), "--output", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == read_text(src)
+
+
+def test_stdin_and_special_token_choices(cli):
+    text = "one<|endoftext|>two"
+    assert_user_error(cli("tokenizer", "encode", "--tokenizer", str(GPT2_BPE), input=text), "--special allow")
+    allowed = cli("tokenizer", "encode", "--tokenizer", str(GPT2_BPE), "--special", "allow", input=text).stdout.split()
+    ordinary = cli("tokenizer", "encode", "--tokenizer", str(GPT2_BPE), "--special", "ordinary", input=text).stdout.split()
+    assert "50256" in allowed and "50256" not in ordinary
+
+
+def test_train_refuses_to_overwrite(cli, tmp_path):
+    corpus = SHARED / "botchan" / "botchan.txt"
+    args = ["tokenizer", "train", "--input", str(corpus), "--vocab-size", "300", "--out", str(tmp_path)]
+    assert cli(*args).returncode == 0
+    before = (tmp_path / "bpe.json").read_bytes()
+    assert_user_error(cli(*[*args[:-3], "400", "--out", str(tmp_path)]), "--force")
+    assert (tmp_path / "bpe.json").read_bytes() == before
+    assert cli(*args[:-3], "400", "--out", str(tmp_path), "--force").returncode == 0
+    assert Tokenizer.load(tmp_path).n_vocab == 400
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["tokenizer", "train", "--input", "/no/such/file", "--out", "{tmp}/t"], "does not exist"),
+        (["tokenizer", "train", "--input", "{empty}", "--out", "{tmp}/t"], "is empty"),
+        (["tokenizer", "train", "--input", "{binary}", "--out", "{tmp}/t"], "not UTF-8"),
+        (["tokenizer", "train", "--input", "{empty}", "--out", "{tmp}/t", "--vocab-size", "100"], "too small"),
+        (["tokenizer", "train", "--input", "{empty}", "--out", "{tmp}/t", "--vocab-size", "lots"], "expected an integer"),
+        (["tokenizer", "train", "--out", "{tmp}/t"], "missing required setting --input"),
+        (["tokenizer", "encode", "--tokenizer", "{tmp}/none", "--text", "x"], "does not exist"),
+        (["tokenizer", "encode", "--tokenizer", "{tmp}", "--text", "x"], "holds no tokenizer"),
+        (["tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--ids", "1", "99999"], "outside this tokenizer's vocabulary"),
+        (["tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", "{binary}"], "integer ids"),
+        (["tokenizer", "encode", "--tokenizer", "gpt2", "--text", "x"], "GPT2_OFFLINE"),
+    ],
+)
+def test_bad_input_is_one_line(cli, tmp_path, args, fragment):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 10)
+    subs = {"{tmp}": str(tmp_path), "{empty}": str(tmp_path / "empty.txt"), "{binary}": str(tmp_path / "binary.bin")}
+    for key, value in subs.items():
+        args = [a.replace(key, value) for a in args]
+    assert_user_error(cli(*args, env={"GPT2_CACHE": str(tmp_path / "cache")}), fragment)
