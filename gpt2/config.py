@@ -339,7 +339,7 @@ class DemoConfig:
     out: Path = opt(Path("runs/demo"), "directory for everything the demo writes")
     tokenizer: Literal["train", "gpt2"] = opt("train", "learn a BPE vocabulary from the corpus, or use GPT-2's")
     vocab_size: int = opt(4096, "size of the BPE vocabulary the demo learns")
-    steps: int | None = opt(None, "training steps (default: the recipe's 600)")
+    steps: int | None = opt(None, "training steps (default: the recipe's 400)")
     train_config: Path | None = opt(None, "a TOML file of `gpt2 train` settings laid over the demo's recipe")
 
     def __post_init__(self) -> None:

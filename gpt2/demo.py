@@ -34,7 +34,7 @@ CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565e
 # The training recipe: sized so that training takes about three minutes on 2 CPU cores
 # (bfloat16 with AMX). configs/demo.toml holds the same settings for `gpt2 train`.
 RECIPE = {
-    "max_steps": 600,
+    "max_steps": 400,
     "batch_size": 16,
     "seed": 1337,
     "model": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 128, "dropout": 0.0},
@@ -137,5 +137,5 @@ def _samples(trainer, tok: Tokenizer, tokens: int = 120) -> list[str]:
     generator = torch.Generator(trainer.device).manual_seed(trainer.cfg.seed)
     n = min(tokens, trainer.config.block_size - max(map(len, prompts)))
     with torch.no_grad(), trainer.autocast:
-        new = generate(model, prompts, n, temperature=0.8, top_k=50, generator=generator)
+        new = generate(model, prompts, n, temperature=0.8, top_k=50, generator=generator, vocab_size=tok.n_vocab)
     return [tok.decode([t if t != eot else tok.encode_ordinary("\n")[0] for t in p[1:] + ids]) for p, ids in zip(prompts, new)]

@@ -450,8 +450,7 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=self.dtype) if use_autocast else nullcontext()
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")  # TF32 tensor cores for what runs in float32
         o = cfg.optim
         fused = o.fused and self.device.type in ("cuda", "cpu") and not (fsdp and self.device.type == "cpu")
         self.optimizer = torch.optim.AdamW(
@@ -715,6 +714,7 @@ class Trainer:
             new = generate(
                 model, [prompt] * cfg.samples, min(cfg.sample_tokens, self.config.block_size - len(prompt)),
                 temperature=cfg.temperature, top_k=cfg.top_k, stop_ids=(eot,) if eot is not None else (), generator=generator,
+                vocab_size=self.tok.n_vocab,
             )
         model.train(was_training)
         shown = [] if not cfg.prompt else prompt
@@ -867,7 +867,7 @@ class Trainer:
         if self.d.is_main:
             from gpt2.weights import save_model
 
-            save_model(model, self.out / "model", tokenizer=self.tok)
+            save_model(model, self.out / "model", tokenizer=self.tok, overwrite=True)
             self.metrics.close()
             if self.cfg.log.plot:
                 self._plot()

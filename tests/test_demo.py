@@ -31,7 +31,7 @@ def report(stdout: str) -> dict:
     return {"bpb": float(bpb), "loss": float(loss), "zlib_bpb": float(zlib_bpb), "samples": [s.strip("\n") for s in samples]}
 
 
-def test_demo_pipeline_with_a_tiny_model(cli, tmp_path):
+def test_demo_pipeline_with_a_tiny_model(cli, tmp_path, caplog, capsys):
     text = "".join(read_text(CORPUS).splitlines(keepends=True)[:4000])
     (tmp_path / "shakespeare.txt").write_text(text)
     (tmp_path / "tiny.toml").write_text(
@@ -64,11 +64,15 @@ def test_demo_pipeline_with_a_tiny_model(cli, tmp_path):
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["settings"]["text_documents"] == "paragraph" and manifest["documents"]["held_out"] > 0
 
-    # a second run reports on the finished one without training again
-    again = cli(*args, env={"GPT2_DEMO_CORPUS": str(tmp_path / "shakespeare.txt")})
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "nothing to do" in again.stderr and "resumed from" in again.stderr and "step 20" in again.stderr
-    assert report(again.stdout)["bpb"] == got["bpb"]
+    # a second run (here in-process) reports on the finished one without training again
+    from gpt2.config import DemoConfig
+    from gpt2.demo import demo
+
+    caplog.set_level("INFO")
+    again = demo(DemoConfig(corpus=tmp_path / "shakespeare.txt", out=out, steps=20, vocab_size=512, train_config=tmp_path / "tiny.toml"))
+    assert "nothing to do" in caplog.text and "resumed from" in caplog.text and "step 20" in caplog.text
+    assert report(capsys.readouterr().out)["bpb"] == got["bpb"] == pytest.approx(again["val_bpb"], abs=6e-4)
+    assert again["steps"] == 20
 
 
 def test_demo_corpus_errors(cli, tmp_path):

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from conftest import REPO, SHARED, read_text
 from gpt2 import checkpoint
@@ -29,7 +28,7 @@ from gpt2 import train as train_mod
 from gpt2.config import PrepareConfig, TrainConfig, from_dict, to_toml
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, GPTConfig
-from gpt2.train import LMLoss, Trainer, flops_per_token, lm_loss, lr_at, parameter_groups, peak_tflops
+from gpt2.train import LMLoss, Trainer, flops_per_token, lr_at, parameter_groups, peak_tflops
 
 # ----------------------------------------------------------------------------
 # shared helpers (also used by test_checkpoint.py, test_distributed.py and test_demo.py)
@@ -419,3 +418,25 @@ def test_train_command_line_errors(cli, tiny_data, tmp_path):
     assert r.returncode == 2 and "unknown key 'optim.learning_rate'" in r.stderr
     r = cli("train", "--data.dir", str(tiny_data), "--batch-size", "3", "--global-batch-tokens", "1000", "--model.block-size", "32")
     assert r.returncode == 2 and "must be a multiple of batch_size x model.block_size" in r.stderr
+
+
+# ----------------------------------------------------------------------------
+# GPUs (not run on the 2-core CI machine: `pytest -m cuda` on a machine with one)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, compile_", [("bfloat16", False), ("float16", False), ("bfloat16", True)])
+def test_cuda_training(tiny_data, tmp_path, dtype, compile_):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    cfg = tiny_config(
+        tiny_data, tmp_path / "run", device="cuda", dtype=dtype, compile=compile_, max_steps=30, threads=0,
+        model={"dropout": 0.0}, optim={"lr": 1e-2, "warmup_steps": 5}, eval={"interval": 30}, log={"peak_tflops": None},
+    )
+    trainer = Trainer(cfg)
+    assert trainer.optimizer.defaults["fused"] and (trainer.scaler is not None) == (dtype == "float16")
+    summary = trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.5
+    assert summary["val_bpb"] is not None and 0 < [r for r in records if r["kind"] == "train"][-1]["mfu"] < 1
