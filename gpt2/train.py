@@ -340,8 +340,8 @@ class Metrics:
             self.tb.close()
 
 
-def plot_losses(records: list[dict], path: Path, title: str) -> None:
-    """Training loss (raw and smoothed) and held-out loss against steps, to a PNG."""
+def plot_losses(records: list[dict], path: Path, title: str, tokens_per_step: int | None = None) -> None:
+    """Training loss (raw and smoothed) and held-out loss against steps (and tokens, on top), to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -367,6 +367,9 @@ def plot_losses(records: list[dict], path: Path, title: str) -> None:
         steps, losses = zip(*val)
         ax.plot(steps, losses, "o-", color="tab:orange", linewidth=1.6, markersize=4, label="held-out loss")
     ax.set_xlabel("step")
+    if tokens_per_step:
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
+        top.set_xlabel("tokens (millions)")
     ax.set_ylabel("cross-entropy (nats per token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -812,6 +815,14 @@ class Trainer:
                         path = self.save_checkpoint()
                         if path:
                             log.info("checkpoint: %s", path)
+        except KeyboardInterrupt:
+            found = checkpoint.latest(self.ckpt_dir) if self.d.is_main else None
+            where = f"from {found.name}" if found else "from the beginning (no checkpoint yet)"
+            log.warning(
+                "interrupted at step %d; to continue %s, run the same `gpt2 train` command with --resume "
+                "(`gpt2 demo` resumes by itself)", self.step_count, where,
+            )
+            raise
         finally:
             bar.close()
         if self.step_count == first:  # resumed a finished run: report on it again
@@ -845,10 +856,10 @@ class Trainer:
             self._plot()
 
     def _plot(self) -> None:
-        title = f"{self.out.name}: {self.gpt.num_params() / 1e6:.1f}M parameters"
+        title = f"{self.out.parent.name}/{self.out.name}: {self.gpt.num_params() / 1e6:.1f}M parameters"
         if self.last_eval and self.last_eval.get("val_bpb"):
             title += f", held-out {self.last_eval['val_bpb']:.3f} bits/byte at step {self.last_eval['step']}"
-        plot_losses(self.metrics.records, self.out / "loss.png", title)
+        plot_losses(self.metrics.records, self.out / "loss.png", title, self.tokens_per_step)
 
     def _finish(self) -> dict:
         """Export the final model (weights.save_model) and log the summary line."""
