@@ -617,14 +617,8 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         loss = distributed.all_reduce(total, self.d, "mean").item()
         record = {"step": self.step_count + 1, "kind": "train", "tokens": self.tokens + self.tokens_per_step, "loss": loss, "lr": lr}
-        if not math.isfinite(loss):
-            # one bad batch should not poison the weights: drop this update, count it, go on
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite += 1
-            record.update(loss=None, skipped=True)
-            log.warning("step %d: the loss is %s; update skipped (%d in a row)", self.step_count + 1, loss, self.nonfinite)
-        else:
-            self.nonfinite = 0
+        norm = None
+        if math.isfinite(loss):
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             if self.fused_clip:
@@ -637,13 +631,24 @@ class Trainer:
                 norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), o.grad_clip or math.inf)
             if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
                 norm = norm.full_tensor()
+            norm = norm.item()
+        # with float16 loss scaling, overflowing gradients are routine: GradScaler skips those steps itself
+        if not math.isfinite(loss) or (not math.isfinite(norm) and self.scaler is None):
+            # one bad batch should not poison the weights: drop this update, count it, go on
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite += 1
+            record.update(loss=None if not math.isfinite(loss) else loss, skipped=True)
+            what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+            log.warning("step %d: %s; update skipped (%d in a row)", self.step_count + 1, what, self.nonfinite)
+        else:
+            self.nonfinite = 0
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            record["grad_norm"] = norm.item()
+            record["grad_norm"] = norm
         self.step_count += 1
         self.tokens += self.tokens_per_step
         seconds = time.perf_counter() - t0
@@ -801,7 +806,7 @@ class Trainer:
                         bar.set_postfix_str(f"loss {record['loss']:.3f}, {record['tok_per_s']:,.0f} tok/s, MFU {100 * record['mfu']:.1f}%")
                     if self.nonfinite >= cfg.max_nonfinite:
                         raise GPT2Error(
-                            f"the loss was NaN or infinite in {self.nonfinite} steps in a row (up to step {self.step_count}); "
+                            f"the loss or the gradients were NaN or infinite in {self.nonfinite} steps in a row (up to step {self.step_count}); "
                             f"lower --optim.lr, lengthen --optim.warmup-steps, or train in bfloat16/float32 "
                             f"(resume from the last checkpoint with --resume)"
                         )
@@ -830,7 +835,7 @@ class Trainer:
         return self._finish()
 
     def _log_train(self, window: list[dict]) -> None:
-        good = [r for r in window if r.get("loss") is not None]
+        good = [r for r in window if not r.get("skipped")]
         if not good:
             return
         seconds = sum(r["seconds"] for r in window)

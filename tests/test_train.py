@@ -265,6 +265,18 @@ def test_nonfinite_loss_skips_the_update_and_stops_after_a_few(tiny_data, tmp_pa
     assert [r["step"] for r in records if r.get("skipped")] == [5, 6, 7]
 
 
+def test_an_infinite_gradient_with_a_finite_loss_is_skipped_too(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=5, checkpoint={"interval": 0}))
+    trainer.step()
+    before = {n: p.detach().clone() for n, p in trainer.gpt.named_parameters()}
+    handle = trainer.gpt.transformer.h[0].mlp.c_fc.weight.register_hook(lambda g: g * math.inf)
+    record = trainer.step()
+    handle.remove()
+    assert record["skipped"] and math.isfinite(record["loss"]) and "grad_norm" not in record and trainer.nonfinite == 1
+    assert all(torch.equal(p, before[n]) for n, p in trainer.gpt.named_parameters())
+    assert "grad_norm" in trainer.step() and trainer.nonfinite == 0
+
+
 def test_run_writes_metrics_tensorboard_plot_and_model(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path / "run", log={"tensorboard": True, "plot": True}, checkpoint={"interval": 4, "keep_last": 1})
     trainer = Trainer(cfg)
