@@ -254,7 +254,7 @@ def cpu_name() -> str:
 def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, seconds: float = 0.6) -> float:
     """The best TFLOP/s of square matmuls on this device in this dtype, with this process's threads."""
     best = 0.0
-    sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
+    sizes = (1024, 2048, 4096) if device.type == "cpu" else (4096, 8192)
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
