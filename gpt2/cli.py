@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     "presets": ("the model sizes of the paper with their parameter counts", "gpt2.weights:presets_command", C.PresetsConfig),
 
     # ---- data and training
+    "prepare": ("text / JSON lines -> uint16 token shards with a held-out split", "gpt2.data.prepare:prepare", C.PrepareConfig),
+    "train": ("pre-train a GPT on token shards (torchrun for several processes)", "gpt2.train:train", C.TrainConfig),
 
     # ---- evaluation
     "eval": ("the paper's zero-shot evaluations on one model (Table 3 and more)", "gpt2.evaluate.run:eval_command", C.EvalConfig),

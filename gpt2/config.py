@@ -333,11 +333,20 @@ class TokenizerDecodeConfig:
 
 @dataclass
 class DemoConfig:
-    """`gpt2 demo`: the small end-to-end run of the README."""
+    """`gpt2 demo`: the small end-to-end run of the README (tokenizer, shards, training, samples, plot)."""
 
     corpus: Path | None = opt(None, "a local copy of Tiny Shakespeare (default: $GPT2_DEMO_CORPUS, else download it once)")
     out: Path = opt(Path("runs/demo"), "directory for everything the demo writes")
+    tokenizer: Literal["train", "gpt2"] = opt("train", "learn a BPE vocabulary from the corpus, or use GPT-2's")
     vocab_size: int = opt(4096, "size of the BPE vocabulary the demo learns")
+    steps: int | None = opt(None, "training steps (default: the recipe's 400)")
+    train_config: Path | None = opt(None, "a TOML file of `gpt2 train` settings laid over the demo's recipe")
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 257:
+            raise ConfigError(f"--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be positive, got {self.steps}")
 
 
 # ---- model, weights, sampling ----------------------------------------------
@@ -417,6 +426,195 @@ class ConvertConfig:
     force: bool = opt(False, "overwrite a different model already in --output")
 
 # ---- data and training --------------------------------------------------------
+
+
+@dataclass
+class PrepareConfig:
+    """`gpt2 prepare`: text files -> documents -> uint16 token shards + manifest.json, with a held-out split."""
+
+    input: list[Path] = opt(help="text (.txt, .md), JSON-lines (.jsonl) files, optionally .gz, or directories of them")
+    out: Path = opt(help="directory for the shards, manifest.json and a copy of the tokenizer")
+    tokenizer: str = opt("gpt2", "tokenizer directory, or 'gpt2' for OpenAI's GPT-2 tokenizer")
+    val_fraction: float = opt(0.05, "fraction of documents held out for evaluation (the paper held out 5% of WebText)")
+    seed: int = opt(1337, "chooses which documents are held out")
+    text_documents: Literal["file", "paragraph", "line"] = opt(
+        "file", "what one document is in a text file: the whole file, a paragraph (blank-line separated) or a line"
+    )
+    jsonl_field: str = opt("text", "the field of each JSON line that holds the document")
+    shard_tokens: int = opt(100_000_000, "tokens per shard file (2 bytes each)")
+    workers: int = opt(0, "threads that encode text (0: one per CPU core)")
+    force: bool = opt(False, "replace a different dataset already in --out")
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ConfigError("--input needs at least one file or directory")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shard_tokens < 1024:
+            raise ConfigError(f"--shard-tokens must be at least 1024, got {self.shard_tokens}")
+        if self.workers < 0:
+            raise ConfigError("--workers must be 0 (all cores) or a positive number")
+        if not self.jsonl_field:
+            raise ConfigError("--jsonl-field must not be empty")
+
+
+@dataclass
+class TrainModel:
+    """The network (gpt2.model.GPTConfig); unset sizes come from `preset`."""
+
+    preset: str = opt("gpt2", "starting shape: gpt2 (124M), gpt2-medium (355M), gpt2-large (774M), gpt2-xl (1558M)")
+    n_layer: int | None = opt(None, "Transformer blocks (default: the preset's)")
+    n_head: int | None = opt(None, "attention heads (default: the preset's)")
+    n_embd: int | None = opt(None, "width of the residual stream (default: the preset's)")
+    block_size: int = opt(1024, "context length in tokens (the paper: 1024)")
+    vocab_size: int | None = opt(None, "vocabulary size (default: the dataset's tokenizer)")
+    dropout: float = opt(0.0, "dropout on embeddings, attention and residual branches")
+    bias: bool = opt(True, "biases in Linear layers and LayerNorms, as in GPT-2")
+    pad_vocab_to: int = opt(64, "round the embedding matrix up to a multiple of this for faster matmuls (same results)")
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "vocab_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"model.{name} must be positive, got {value}")
+        if self.block_size < 1 or self.pad_vocab_to < 1:
+            raise ConfigError("model.block_size and model.pad_vocab_to must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainData:
+    """The token shards to learn from."""
+
+    dir: Path | None = opt(None, "a dataset directory written by `gpt2 prepare` (required)")
+
+
+@dataclass
+class TrainOptim:
+    """AdamW, linear warm-up then cosine decay (GPT-1 section 4.1; GPT-3 Table 2.1 for the values)."""
+
+    lr: float = opt(6e-4, "peak learning rate, reached after the warm-up")
+    final_lr_fraction: float = opt(0.1, "the cosine decays the learning rate to this fraction of lr at max_steps")
+    warmup_steps: int = opt(700, "steps of linear warm-up from 0 to lr")
+    weight_decay: float = opt(0.1, "decoupled weight decay, applied to matrices only (GPT-1: 0.01)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    eps: float = opt(1e-8, "AdamW epsilon")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0: no clipping)")
+    fused: bool = opt(True, "use PyTorch's fused AdamW kernel (CUDA and CPU)")
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ConfigError(f"optim.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
+            raise ConfigError("optim.weight_decay and optim.grad_clip must be 0 or more, optim.eps positive")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass
+class TrainEval:
+    """Held-out loss, bits per byte and samples."""
+
+    interval: int = opt(250, "evaluate every this many steps (0: only at the end)")
+    max_tokens: int = opt(1_048_576, "held-out tokens per evaluation (0: the whole held-out split)")
+    batch_size: int | None = opt(None, "sequences per evaluation batch (default: the training batch_size)")
+    samples: int = opt(2, "samples to print at each evaluation (0: none)")
+    sample_tokens: int = opt(64, "tokens per sample")
+    prompt: str = opt("", "text each sample starts from (empty: the start of a document)")
+    temperature: float = opt(0.8, "sampling temperature")
+    top_k: int | None = opt(200, "sample among the k most likely tokens (none: all)")
+
+    def __post_init__(self) -> None:
+        if min(self.interval, self.max_tokens, self.samples) < 0 or self.sample_tokens < 1:
+            raise ConfigError("eval.interval, eval.max_tokens and eval.samples must be 0 or more, eval.sample_tokens positive")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be positive, got {self.batch_size}")
+        if self.temperature < 0 or (self.top_k is not None and self.top_k < 1):
+            raise ConfigError("eval.temperature must be 0 or more and eval.top_k positive")
+
+
+@dataclass
+class TrainCheckpoint:
+    """Checkpoints: atomic, the last `keep_last` plus the best by held-out loss."""
+
+    interval: int = opt(1000, "save every this many steps (0: only at the end)")
+    keep_last: int = opt(3, "checkpoints to keep, newest first (the best one is kept as well)")
+    keep_best: bool = opt(True, "also keep the checkpoint with the lowest held-out loss")
+
+    def __post_init__(self) -> None:
+        if self.interval < 0 or self.keep_last < 1:
+            raise ConfigError("checkpoint.interval must be 0 or more and checkpoint.keep_last at least 1")
+
+
+@dataclass
+class TrainLog:
+    """Console, CSV/JSONL, TensorBoard and the loss plot."""
+
+    interval: int = opt(10, "log the training loss every this many steps")
+    tensorboard: bool = opt(True, "write TensorBoard events to OUT/tensorboard (needs the `tensorboard` package)")
+    plot: bool = opt(True, "draw OUT/loss.png at each evaluation and at the end")
+    peak_tflops: float | None = opt(None, "the device's peak TFLOP/s for MFU (default: known for GPUs, measured on CPUs)")
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ConfigError(f"log.interval must be positive, got {self.interval}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ConfigError(f"log.peak_tflops must be positive, got {self.peak_tflops}")
+
+
+@dataclass
+class TrainConfig:
+    """`gpt2 train`: pre-train a GPT on token shards (one process, or torchrun with DDP / FSDP2)."""
+
+    out: Path = opt(Path("runs/train"), "run directory: config, metrics, checkpoints, plot and the final model")
+    max_steps: int = opt(1000, "optimizer steps to train for")
+    batch_size: int = opt(8, "sequences per forward pass on each process (the micro-batch)")
+    global_batch_tokens: int = opt(
+        0, "tokens per optimizer step across all processes, reached by gradient accumulation (0: one micro-batch per process)"
+    )
+    device: str = opt("auto", "cpu, cuda, cuda:N (auto: the local GPU under torchrun, else cuda if present, else cpu)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(
+        "auto", "compute precision (auto: bfloat16 where the hardware has it, float16 + loss scaling on older GPUs, else float32)"
+    )
+    compile: bool = opt(False, "compile the model with torch.compile")
+    parallel: Literal["ddp", "fsdp"] = opt("ddp", "under torchrun: replicate the model (ddp) or shard it per block (fsdp, FSDP2)")
+    seed: int = opt(1337, "seeds the initial weights, the data order and dropout")
+    resume: bool = opt(False, "continue from the newest checkpoint in OUT (start afresh if there is none)")
+    threads: int = opt(0, "CPU threads per process (0: PyTorch's default)")
+    max_nonfinite: int = opt(3, "stop after this many steps in a row with a NaN or infinite loss")
+    model: TrainModel = opt(factory=TrainModel)
+    data: TrainData = opt(factory=TrainData)
+    optim: TrainOptim = opt(factory=TrainOptim)
+    eval: TrainEval = opt(factory=TrainEval)
+    checkpoint: TrainCheckpoint = opt(factory=TrainCheckpoint)
+    log: TrainLog = opt(factory=TrainLog)
+
+    def __post_init__(self) -> None:
+        if self.data.dir is None:
+            raise ConfigError("missing required setting --data.dir (a directory written by `gpt2 prepare`)")
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ConfigError("max_steps and batch_size must be positive")
+        if self.global_batch_tokens < 0:
+            raise ConfigError(f"global_batch_tokens must be 0 or more, got {self.global_batch_tokens}")
+        if self.global_batch_tokens and self.global_batch_tokens % (self.batch_size * self.model.block_size):
+            raise ConfigError(
+                f"global_batch_tokens ({self.global_batch_tokens:,}) must be a multiple of batch_size x model.block_size "
+                f"({self.batch_size} x {self.model.block_size} = {self.batch_size * self.model.block_size:,})"
+            )
+        if self.optim.warmup_steps > self.max_steps:
+            raise ConfigError(f"optim.warmup_steps ({self.optim.warmup_steps}) is longer than max_steps ({self.max_steps})")
+        if self.threads < 0 or self.max_nonfinite < 1:
+            raise ConfigError("threads must be 0 or more and max_nonfinite at least 1")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.split(":")[0] in ("cuda", "mps")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
 
 # ---- evaluation -----------------------------------------------------------------
 

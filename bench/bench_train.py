@@ -1,0 +1,130 @@
+"""Training throughput: our training step against transformers.GPT2LMHeadModel with the same optimizer.
+
+GPT-2 124M shape (12 layers, 12 heads, 768 wide, vocabulary 50,257), one
+process, the same random token batches for both, AdamW (fused, lr 6e-4, betas
+0.9/0.95, weight decay 0.1), gradient clipping at 1.0, in bfloat16 autocast and
+in float32. Ours is exactly what `gpt2 train` runs (gpt2.train.LMLoss with the
+chunked loss, padded vocabulary, parameter groups; `--compile` adds
+torch.compile); the peer is Hugging Face's model with its own loss
+(`labels=`), SDPA attention. Steps of the two alternate, so both see the same
+machine load; the figure is the median step time after warm-up, with the best
+step in brackets. MFU uses the same FLOP count for both (gpt2.train.flops_per_token)
+over the bfloat16 (or float32) matmul peak measured here, on the same threads.
+
+    python bench/bench_train.py                      # T=256 and 1024, B=4, bf16 and fp32
+    python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 8 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from gpt2.model import GPT, GPTConfig  # noqa: E402
+from gpt2.train import LMLoss, cpu_name, flops_per_token, measure_matmul_tflops, parameter_groups  # noqa: E402
+
+
+def ours(seq: int, compile_: bool):
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=max(seq, 1024), pad_vocab_to=64)
+    model = LMLoss(GPT(config))
+    opt = torch.optim.AdamW(parameter_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), fused=True)
+    forward = torch.compile(model) if compile_ else model
+    return model, opt, lambda x, y: forward(x, y)
+
+
+def huggingface(seq: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_positions=max(seq, 1024), n_embd=768, n_layer=12, n_head=12, vocab_size=50257)
+    config._attn_implementation = "sdpa"
+    model = GPT2LMHeadModel(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    return model, opt, lambda x, y: model(input_ids=x, labels=x).loss  # HF shifts the labels itself
+
+
+def make_step(model, opt, loss_fn, dtype):
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+    def step(x, y):
+        with autocast:
+            loss = loss_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seq", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    ap.add_argument("--steps", type=int, default=6, help="timed steps of each (after 2 warm-up steps)")
+    ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+
+    threads = torch.get_num_threads()
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {threads} threads; torch {torch.__version__}, transformers {transformers.__version__}")
+    peaks = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}
+    print("measured matmul peak: " + ", ".join(f"{d} {p:.2f} TFLOP/s" for d, p in peaks.items()))
+    rows = []
+    for seq in args.seq:
+        for dname in args.dtypes:
+            dtype = getattr(torch, dname)
+            contenders = {"ours": ours(seq, False), "HF": huggingface(seq)}
+            if args.compile:
+                contenders["ours+compile"] = ours(seq, True)
+            steps = {name: make_step(*c, dtype) for name, c in contenders.items()}
+            g = torch.Generator().manual_seed(seq)
+            x = torch.randint(0, 50257, (args.batch, seq + 1), generator=g)
+            inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+            t0 = time.perf_counter()
+            for name, step in steps.items():
+                for _ in range(2):
+                    step(inputs, targets)
+            times: dict[str, list[float]] = {name: [] for name in steps}
+            for _ in range(args.steps):
+                for name, step in steps.items():
+                    t = time.perf_counter()
+                    step(inputs, targets)
+                    times[name].append(time.perf_counter() - t)
+            flops = flops_per_token(GPTConfig(), seq) * args.batch * seq
+            tok = args.batch * seq
+            result = {}
+            for name, ts in times.items():
+                med, best = statistics.median(ts), min(ts)
+                result[name] = (tok / med, tok / best, flops / med / (peaks[dname] * 1e12))
+                rows.append((seq, dname, name, *result[name]))
+            print(f"\nT={seq} B={args.batch} {dname} ({time.perf_counter() - t0:.0f} s):")
+            for name, (tps, tps_best, mfu) in result.items():
+                ratio = f"  {tps / result['HF'][0]:.2f}x HF" if name != "HF" else ""
+                print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}%{ratio}")
+            del contenders, steps
+    # the machine is shared: measure the peak again at the end and keep the better figure
+    after = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}
+    print("\nmatmul peak measured again: " + ", ".join(f"{d} {p:.2f} TFLOP/s" for d, p in after.items()))
+    print("MFU against the better of the two peaks:")
+    for seq, dname, name, tps, tps_best, _ in rows:
+        peak = max(peaks[dname], after[dname]) * 1e12
+        print(f"  T={seq} {dname:8s} {name:13s} MFU {100 * flops_per_token(GPTConfig(), seq) * tps / peak:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()

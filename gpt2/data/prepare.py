@@ -1,0 +1,410 @@
+"""`gpt2 prepare`: text files -> documents -> token ids -> uint16 shards, with a held-out split.
+
+Documents: each line of a .jsonl file (its `text` field) is a document; a text
+file is one document, or one per paragraph or per line (--text-documents).
+Each document is encoded on its own (on every core) and preceded by
+<|endoftext|>, GPT-2's separator, then appended to its split (see shards.py).
+
+The held-out split (GPT-2 paper section 3: 5% of WebText) is chosen by a keyed
+hash of each document's text: the round(val_fraction * N) documents with the
+smallest hashes. The fraction is exact, it does not depend on the order of
+the inputs, and copies of one document always land in the same split, so no
+held-out text is also trained on verbatim.
+
+Re-running is cheap and safe. The output is identified by a fingerprint of
+the inputs' contents (sha256), the tokenizer and the settings: the same command
+on a finished dataset does nothing; on one that was interrupted it keeps the
+finished shards (each records where in the document stream it ends) and
+encodes only what is missing; on a different dataset it refuses, unless
+--force, and it never deletes files it did not write.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gpt2.data.shards import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    TOKEN_DTYPE,
+    read_manifest,
+    shard_tokens,
+    write_manifest,
+    write_shard,
+)
+from gpt2.errors import GPT2Error
+from gpt2.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".text", ".md")
+JSONL_SUFFIXES = (".jsonl",)
+BATCH_CHARS = 1 << 22  # text handed to the encoder at once: large enough to keep every core busy
+
+
+# ----------------------------------------------------------------------------
+# inputs and documents
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
+    return None
+
+
+def list_inputs(paths: list[Path]) -> list[Path]:
+    """The input files in order: files as given, directories expanded (sorted, recursively, hidden files skipped)."""
+    files: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(
+                f
+                for f in path.rglob("*")
+                if f.is_file() and _kind(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
+            if not found:
+                raise GPT2Error(f"directory {path} holds no .txt, .md or .jsonl files (optionally .gz)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise GPT2Error(f"input {path} does not exist")
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def _open_text(path: Path):
+    # newline="": keep the text's own line endings, byte for byte
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def iter_documents(path: Path, text_documents: str = "file", jsonl_field: str = "text") -> Iterator[str]:
+    """The non-empty documents of one input file."""
+    try:
+        with _open_text(path) as f:
+            if _kind(path) == "jsonl":
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise GPT2Error(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+                    if not isinstance(obj, dict) or jsonl_field not in obj:
+                        raise GPT2Error(f"{path}, line {n}: no '{jsonl_field}' field (name the text field with --jsonl-field)")
+                    text = obj[jsonl_field]
+                    if not isinstance(text, str):
+                        raise GPT2Error(f"{path}, line {n}: '{jsonl_field}' is {type(text).__name__}, not a string")
+                    if text.strip():
+                        yield text
+            elif text_documents == "file":
+                text = f.read()
+                if text.strip():
+                    yield text
+            elif text_documents == "line":
+                for line in f:
+                    if line.strip():
+                        yield line
+            else:  # paragraphs: runs of non-blank lines
+                lines: list[str] = []
+                for line in f:
+                    if line.strip():
+                        lines.append(line)
+                    elif lines:
+                        yield "".join(lines)
+                        lines = []
+                if lines:
+                    yield "".join(lines)
+    except UnicodeDecodeError:
+        raise GPT2Error(f"{path} is not UTF-8 text; convert it first (e.g. iconv -t UTF-8)") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise GPT2Error(f"{path} is not a complete gzip file ({e})") from None
+
+
+def _doc_key(text: str, seed: int) -> int:
+    """A keyed 64-bit hash of a document: its place in the held-out draw."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little")
+
+
+def _sha256(path: Path, bar: tqdm) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+            bar.update(len(block))
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tok: Tokenizer) -> str:
+    """sha256 of what determines a tokenizer's output: pattern, byte ids, merges and special tokens."""
+    data = [tok.pattern, tok.byte_ids, [[a, b, new] for (a, b), new in tok.merges.items()], sorted(tok.special_tokens.items())]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+def _fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _difference(old: dict, new: dict) -> str:
+    """Which part of two dataset identities differs, in words."""
+    if old.get("inputs") != new.get("inputs"):
+        return "its input files differ"
+    if old.get("tokenizer") != new.get("tokenizer"):
+        return "it was encoded with a different tokenizer"
+    for key, value in new.get("settings", {}).items():
+        if old.get("settings", {}).get(key) != value:
+            return f"it was made with {key}={old.get('settings', {}).get(key)!r}, not {value!r}"
+    return "its manifest differs"
+
+
+# ----------------------------------------------------------------------------
+# the command
+
+
+class _Split:
+    """Tokens waiting to be written to one split's next shard, and where they came from."""
+
+    def __init__(self, name: str, shards: list[dict]):
+        self.name = name
+        self.shards = shards  # finished shards (from an interrupted run, or written now)
+        self.resume = tuple(shards[-1]["next"]) if shards else (0, 0)  # (document, token) to continue from
+        self.pieces: list[tuple[int, int, np.ndarray]] = []  # (document index, offset of the piece in it, tokens)
+        self.buffered = 0
+        self.documents = 0
+        self.bytes = 0
+
+    def add(self, doc: int, offset: int, tokens: np.ndarray) -> None:
+        if len(tokens):
+            self.pieces.append((doc, offset, tokens))
+            self.buffered += len(tokens)
+
+    def cut(self, n: int, last_doc: int) -> tuple[np.ndarray, list[int]]:
+        """Take the first n buffered tokens; also return where the rest of the stream begins."""
+        taken, out = 0, []
+        while taken < n:
+            doc, offset, tokens = self.pieces[0]
+            take = min(n - taken, len(tokens))
+            out.append(tokens[:take])
+            taken += take
+            if take < len(tokens):
+                self.pieces[0] = (doc, offset + take, tokens[take:])
+            else:
+                self.pieces.pop(0)
+        self.buffered -= n
+        nxt = [self.pieces[0][0], self.pieces[0][1]] if self.pieces else [last_doc + 1, 0]
+        return np.concatenate(out), nxt
+
+
+def prepare(cfg) -> dict:
+    """`gpt2 prepare`: returns the manifest of the finished dataset."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    files = list_inputs(cfg.input)
+    tok = load_tokenizer(cfg.tokenizer)
+    if tok.eot_token is None:
+        raise GPT2Error(f"tokenizer {cfg.tokenizer} has no <|endoftext|> token to separate documents")
+    if tok.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise GPT2Error(f"tokenizer {cfg.tokenizer} has {tok.n_vocab:,} tokens; uint16 shards hold ids below 65,536")
+
+    total_bytes = sum(f.stat().st_size for f in files)
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="checksums", file=sys.stderr, disable=None) as bar:
+        inputs = [{"path": str(f), "bytes": f.stat().st_size, "sha256": _sha256(f, bar)} for f in files]
+    settings = {
+        "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed,
+        "text_documents": cfg.text_documents,
+        "jsonl_field": cfg.jsonl_field,
+        "shard_tokens": cfg.shard_tokens,
+    }
+    identity = {
+        "inputs": [[i["sha256"], i["bytes"]] for i in inputs],
+        "tokenizer": tokenizer_fingerprint(tok),
+        "settings": settings,
+    }
+    fingerprint = _fingerprint(identity)
+
+    old = read_manifest(out) if out.is_dir() else None
+    if old is not None and old["fingerprint"] != fingerprint:
+        if not cfg.force:
+            raise GPT2Error(
+                f"{out} already holds a different dataset ({_difference(old['identity'], identity)}); "
+                f"choose another --out, or pass --force to replace it"
+            )
+        _remove_dataset(out, old)
+        old = None
+    elif old is None and out.is_dir() and any(out.iterdir()):
+        raise GPT2Error(f"{out} exists and is not a dataset directory (no {MANIFEST}); choose a new or empty --out")
+    if old is not None and old.get("complete"):
+        for split in SPLITS:
+            for shard in old["splits"][split]["shards"]:
+                if shard_tokens(out / shard["file"]) != shard["tokens"]:
+                    raise GPT2Error(f"{out / shard['file']} does not match the manifest: run again with --force to rebuild")
+        log.info("%s already holds this dataset (%s); nothing to do", out, _summary(old))
+        return old
+
+    # read everything once before writing anything: bad input fails here and leaves no trace
+    documents = old["documents"] if old is not None else _draw_held_out(files, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(out / "tokenizer")
+    splits = {s: _Split(s, list(old["splits"][s]["shards"]) if old is not None else []) for s in SPLITS}
+    if old is not None:
+        log.info("continuing an interrupted run: %d finished shard(s) kept", sum(len(s.shards) for s in splits.values()))
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "complete": False,
+        "fingerprint": fingerprint,
+        "identity": identity,
+        "inputs": inputs,
+        "settings": settings,
+        "tokenizer": {"dir": "tokenizer", "n_vocab": tok.n_vocab, "eot_token": tok.eot_token, "source": str(cfg.tokenizer)},
+        "documents": documents,
+        "splits": {},
+    }
+
+    def save(complete: bool = False) -> None:
+        manifest["complete"] = complete
+        manifest["splits"] = {
+            s.name: {
+                "documents": s.documents,
+                "bytes": s.bytes,
+                "tokens": sum(sh["tokens"] for sh in s.shards),
+                "shards": s.shards,
+            }
+            for s in splits.values()
+        }
+        write_manifest(out, manifest)
+
+    save()
+    threshold = documents["threshold"]
+    eot = tok.eot_token
+    batch: list[tuple[int, _Split, str, int]] = []
+    chars = 0
+    last_doc = -1
+
+    def flush() -> None:
+        nonlocal chars
+        if not batch:
+            return
+        encoded = tok.encode_batch([text for _, _, text, _ in batch], num_threads=cfg.workers, disallowed_special=())
+        for (doc, split, _, skip), ids in zip(batch, encoded):
+            tokens = np.empty(len(ids) + 1, dtype=TOKEN_DTYPE)
+            tokens[0] = eot
+            tokens[1:] = ids
+            split.add(doc, skip, tokens[skip:])
+            while split.buffered >= cfg.shard_tokens:
+                _write(split, split.cut(cfg.shard_tokens, doc))
+        batch.clear()
+        chars = 0
+
+    def _write(split: _Split, cut: tuple[np.ndarray, list[int]]) -> None:
+        tokens, nxt = cut
+        name = f"{split.name}_{len(split.shards):06d}.bin"
+        write_shard(out / name, tokens)
+        split.shards.append({"file": name, "tokens": int(len(tokens)), "next": nxt})
+        save()
+
+    with tqdm(total=documents["total"], unit="doc", desc="encoding", file=sys.stderr, disable=None) as bar:
+        doc = -1
+        for path in files:
+            for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field):
+                doc += 1
+                split = splits["val" if threshold is not None and _doc_key(text, cfg.seed) <= int(threshold) else "train"]
+                split.documents += 1
+                split.bytes += len(text.encode("utf-8", "surrogatepass"))
+                first, offset = split.resume
+                if doc >= first:
+                    batch.append((doc, split, text, offset if doc == first else 0))
+                    chars += len(text)
+                    if chars >= BATCH_CHARS:
+                        flush()
+                bar.update(1)
+        flush()
+        last_doc = doc
+    if last_doc + 1 != documents["total"]:
+        raise GPT2Error(f"the inputs changed while they were read ({documents['total']:,} documents before, {last_doc + 1:,} now)")
+    for split in splits.values():
+        if split.buffered:
+            _write(split, split.cut(split.buffered, last_doc))
+    save(complete=True)
+    log.info("prepared %s: %s in %.1f s", out, _summary(manifest), time.perf_counter() - t0)
+    return manifest
+
+
+def _draw_held_out(files: list[Path], cfg) -> dict:
+    """Count the documents and choose the held-out ones: the k smallest keyed hashes."""
+    keys = []
+    with tqdm(total=len(files), unit="file", desc="reading", file=sys.stderr, disable=None) as bar:
+        for path in files:
+            keys += [_doc_key(text, cfg.seed) for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field)]
+            bar.update(1)
+    n = len(keys)
+    if n == 0:
+        raise GPT2Error(f"the inputs ({', '.join(map(str, cfg.input))}) hold no text")
+    k = round(cfg.val_fraction * n)
+    if cfg.val_fraction > 0 and k == 0:
+        if n < 2:
+            hint = " (use --text-documents paragraph or line to cut a text file into documents)" if cfg.text_documents == "file" else ""
+            raise GPT2Error(f"the inputs hold a single document, so none can be held out{hint}, or pass --val-fraction 0")
+        k = 1
+    threshold = None
+    if k:
+        threshold = str(int(np.partition(np.array(keys, dtype=np.uint64), k - 1)[k - 1]))
+    return {"total": n, "held_out": k, "threshold": threshold}
+
+
+def split_documents(cfg, split: str) -> Iterator[str]:
+    """The documents that `prepare(cfg)` puts in `split` ('train' or 'val'), e.g. to learn a tokenizer
+    from the training documents alone."""
+    files = list_inputs(cfg.input)
+    threshold = _draw_held_out(files, cfg)["threshold"]
+    for path in files:
+        for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field):
+            held_out = threshold is not None and _doc_key(text, cfg.seed) <= int(threshold)
+            if held_out == (split == "val"):
+                yield text
+
+
+def _remove_dataset(out: Path, manifest: dict) -> None:
+    """Delete what an earlier `gpt2 prepare` wrote (its manifest names every file), nothing else."""
+    for split in manifest.get("splits", {}).values():
+        for shard in split.get("shards", []):
+            (out / shard["file"]).unlink(missing_ok=True)
+    for path in out.glob("*.bin*"):
+        if path.name.startswith(SPLITS) and (path.suffix == ".bin" or path.name.endswith(".bin.tmp")):
+            path.unlink()
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def _summary(manifest: dict) -> str:
+    sp = manifest["splits"]
+    docs = manifest["documents"]
+    n_tokens = sp["train"]["tokens"] + sp["val"]["tokens"]
+    n_bytes = sp["train"]["bytes"] + sp["val"]["bytes"]
+    n_shards = len(sp["train"]["shards"]) + len(sp["val"]["shards"])
+    return (
+        f"{docs['total']:,} documents ({docs['held_out']:,} held out), {sp['train']['tokens']:,} training + "
+        f"{sp['val']['tokens']:,} held-out tokens in {n_shards} shard(s), {n_bytes / max(n_tokens, 1):.2f} bytes/token"
+    )

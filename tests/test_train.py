@@ -1,0 +1,454 @@
+"""The training loop (gpt2/train.py): loss, optimizer set-up, schedule, FLOPs, learning, exact resume, NaN handling, logs.
+
+References: the loss against F.cross_entropy on the GPT's own logits in
+float64; FLOPs against torch.utils.flop_counter; resume against an
+uninterrupted run (bit for bit); gradient accumulation against one big batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO, SHARED, read_text
+from gpt2 import checkpoint
+from gpt2 import train as train_mod
+from gpt2.config import PrepareConfig, TrainConfig, from_dict, to_toml
+from gpt2.errors import GPT2Error
+from gpt2.model import GPT, GPTConfig
+from gpt2.train import LMLoss, Trainer, flops_per_token, lr_at, parameter_groups, peak_tflops
+
+# ----------------------------------------------------------------------------
+# shared helpers (also used by test_checkpoint.py, test_distributed.py and test_demo.py)
+
+
+def make_dataset(root: Path, lines: int = 3000, vocab: int = 512) -> Path:
+    """A tokenizer learned from the first `lines` of Tiny Shakespeare and the shards of those lines."""
+    from gpt2.data.prepare import prepare
+    from gpt2.tokenizer import Tokenizer
+
+    text = "".join(read_text(SHARED / "tinyshakespeare" / "input.txt").splitlines(keepends=True)[:lines])
+    (root / "corpus.txt").write_text(text, encoding="utf-8")
+    Tokenizer.train([text], vocab, progress=False).save(root / "tokenizer")
+    prepare(PrepareConfig(input=[root / "corpus.txt"], out=root / "data", tokenizer=str(root / "tokenizer"), text_documents="paragraph"))
+    return root / "data"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def tiny_config(data: Path, out: Path, **over) -> TrainConfig:
+    """A 2-layer, 32-wide GPT for a few steps: a run of seconds on 2 cores."""
+    base = {
+        "out": str(out),
+        "max_steps": 8,
+        "batch_size": 4,
+        "seed": 7,
+        "threads": 1,  # tiny matmuls: one thread is faster, and immune to a busy machine
+        "data": {"dir": str(data)},
+        "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.1},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "eval": {"interval": 4, "max_tokens": 2048, "samples": 0},
+        "checkpoint": {"interval": 4, "keep_last": 5},
+        "log": {"interval": 1, "tensorboard": False, "plot": False, "peak_tflops": 1.0},
+    }
+    return from_dict(TrainConfig, _merge(base, over), "test")
+
+
+def run_train_cli(cfg: TrainConfig, tmp: Path, *extra: str, env: dict | None = None, wrapper: str = "") -> subprocess.Popen:
+    """`python -m gpt2 train --config FILE` in a subprocess; `wrapper` is Python run first (to plant a stop)."""
+    toml = tmp / f"cfg-{time.monotonic_ns()}.toml"
+    toml.write_text(to_toml(cfg))
+    code = wrapper + f"\nimport sys\nfrom gpt2.cli import main\nsys.exit(main(['train', '--config', {str(toml)!r}, *{list(extra)!r}]))\n"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env={**os.environ, "GPT2_OFFLINE": "1", **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {path.name} appeared:\n{proc.stderr.read()}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError(f"{path.name} did not appear within {timeout} s")
+        time.sleep(0.05)
+
+
+def checkpoint_bytes(path: Path) -> tuple[bytes, bytes]:
+    return (path / "model.safetensors").read_bytes(), (path / "optimizer.safetensors").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Trainer(threads=1) sets PyTorch's thread count for the process; give other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------
+# the loss
+
+
+@pytest.mark.parametrize("pad", [1, 64])
+def test_lm_loss_equals_cross_entropy_of_the_model_logits(pad, monkeypatch):
+    monkeypatch.setattr(train_mod, "CHUNK_ELEMENTS", 7 * 1000)  # several chunks, the last one partial
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=1000, pad_vocab_to=pad)).double()
+    x, y = torch.randint(0, 1000, (3, 16)), torch.randint(0, 1000, (3, 16))
+    logits, _ = gpt(x)
+    ref = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(3, 16)
+    ref.mean().backward()
+    ref_grads = {n: p.grad.clone() for n, p in gpt.named_parameters()}
+    gpt.zero_grad()
+    model = LMLoss(gpt)
+    loss = model(x, y)
+    assert loss.item() == pytest.approx(ref.mean().item(), abs=1e-12)
+    (2.5 * loss).backward()  # an upstream gradient other than 1
+    for name, p in gpt.named_parameters():
+        torch.testing.assert_close(p.grad, 2.5 * ref_grads[name], rtol=1e-9, atol=1e-12, msg=name)
+    per_token = model(x, y, reduction="none")
+    torch.testing.assert_close(per_token, ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_lm_loss_in_bfloat16_stays_close_to_float32():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=3000, pad_vocab_to=64))
+    x, y = torch.randint(0, 3000, (4, 32)), torch.randint(0, 3000, (4, 32))
+    _, ref = gpt(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = LMLoss(gpt)(x, y)
+        _, ref_bf16 = gpt(x, y)
+    assert abs(loss.item() - ref.item()) < 0.02
+    assert abs(loss.item() - ref_bf16.item()) < 0.01
+
+
+def test_weight_decay_only_on_linear_matrices():
+    gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=100))
+    decay, no_decay = parameter_groups(gpt, 0.1)
+    names = {id(p): n for n, p in gpt.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decay["params"]) == sorted(
+        f"transformer.h.{i}.{m}.weight" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    )
+    rest = {names[id(p)] for p in no_decay["params"]}
+    assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.h.0.ln_1.bias"} <= rest
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(gpt.parameters()))
+
+
+def test_learning_rate_schedule():
+    lr = [lr_at(s, 1e-3, 10, 110, 0.1) for s in range(110)]
+    assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3)  # linear warm-up over 10 updates
+    assert lr[10] == pytest.approx(1e-3)
+    assert lr[60] == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way down the cosine
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    assert lr_at(110, 1e-3, 10, 110, 0.1) == pytest.approx(1e-4)
+    assert lr_at(0, 1e-3, 0, 10, 0.0) == pytest.approx(1e-3)
+
+
+def test_flops_per_token_counts_every_matmul():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = GPTConfig(n_layer=3, n_head=2, n_embd=64, block_size=32, vocab_size=1000)
+    gpt = GPT(cfg)
+    x = torch.randint(0, 1000, (2, 32))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # attention as plain matmuls
+        gpt(x, x)[1].backward()
+    assert counter.get_total_flops() == flops_per_token(cfg, 32) * 64
+
+
+def test_gpu_peaks_come_from_the_datasheet_table(monkeypatch):
+    for name, peak in [
+        ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0),
+    ]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
+        assert peak_tflops(torch.device("cuda", 0), torch.bfloat16) == (peak, f"{name} datasheet")
+    assert peak_tflops(torch.device("cpu"), torch.bfloat16, 1.5) == (1.5, "given")
+
+
+# ----------------------------------------------------------------------------
+# the loop
+
+
+def test_training_fits_a_repeated_text(tmp_path):
+    """The llm.c smoke test: a corpus that is one passage over and over is learned almost perfectly."""
+    from gpt2.data.prepare import prepare
+    from gpt2.tokenizer import Tokenizer
+
+    passage = "".join(read_text(SHARED / "tinyshakespeare" / "input.txt").splitlines(keepends=True)[:12])
+    (tmp_path / "a.txt").write_text(passage * 60)
+    Tokenizer.train([passage], 300, progress=False).save(tmp_path / "tok")
+    prepare(PrepareConfig(input=[tmp_path / "a.txt"], out=tmp_path / "data", tokenizer=str(tmp_path / "tok"), val_fraction=0.0))
+    cfg = tiny_config(
+        tmp_path / "data", tmp_path / "run", max_steps=60, batch_size=8,
+        model={"dropout": 0.0}, optim={"lr": 1e-2, "warmup_steps": 5}, checkpoint={"interval": 0},
+    )
+    summary = Trainer(cfg).run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert losses[0] > math.log(300) - 0.5  # starts near chance
+    assert summary["train_loss"] == losses[-1] < 1.0  # chance is ln 300 = 5.7
+    assert summary["val_loss"] is None  # no held-out split
+
+
+def test_gradient_accumulation_equals_one_big_batch(tiny_data, tmp_path):
+    common = {"dtype": "float32", "max_steps": 3, "global_batch_tokens": 8 * 32, "model": {"dropout": 0.0}}
+    big = Trainer(tiny_config(tiny_data, tmp_path / "big", batch_size=8, **common))
+    small = Trainer(tiny_config(tiny_data, tmp_path / "small", batch_size=2, **common))
+    assert (big.loader.accum, small.loader.accum) == (1, 4)
+    for _ in range(3):
+        a, b = big.step(), small.step()
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert_same_weights(dict(big.gpt.named_parameters()), dict(small.gpt.named_parameters()), 1e-6)
+
+
+def assert_same_weights(a: dict, b: dict, atol: float) -> None:
+    """Weights equal up to float32 summation order. The key biases are the exception: their gradient is
+    zero in exact arithmetic (softmax ignores a constant added to a row of scores), so what they get is
+    rounding noise, which Adam's normalisation magnifies to steps of ~1e-6; they get 20x the tolerance."""
+    assert a.keys() == b.keys()
+    for name in a:
+        x, y = a[name].detach(), b[name].detach()
+        if name.endswith("attn.c_attn.bias"):
+            C = x.shape[0] // 3
+            torch.testing.assert_close(x[C : 2 * C], y[C : 2 * C], rtol=0, atol=20 * atol)
+            x, y = torch.cat([x[:C], x[2 * C :]]), torch.cat([y[:C], y[2 * C :]])
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_nonfinite_loss_skips_the_update_and_stops_after_a_few(tiny_data, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=20, max_nonfinite=3, checkpoint={"interval": 0}))
+    trainer.step()
+    real = train_mod.lm_loss
+    poisoned = {3, 5, 6, 7}  # step numbers (1-based) whose loss is NaN
+    monkeypatch.setattr(
+        train_mod, "lm_loss", lambda *a, **k: real(*a, **k) * (math.nan if trainer.step_count + 1 in poisoned else 1.0)
+    )
+    trainer.step()
+    before = {n: p.detach().clone() for n, p in trainer.gpt.named_parameters()}
+    adam_step = trainer.optimizer.state[trainer.gpt.transformer.wte.weight]["step"].item()
+    record = trainer.step()  # step 3: NaN
+    assert record["skipped"] and record["loss"] is None and trainer.nonfinite == 1
+    assert all(torch.equal(p, before[n]) for n, p in trainer.gpt.named_parameters())
+    assert trainer.optimizer.state[trainer.gpt.transformer.wte.weight]["step"].item() == adam_step
+    assert trainer.step()["loss"] is not None and trainer.nonfinite == 0  # step 4 trains again
+    with pytest.raises(GPT2Error, match="NaN or infinite in 3 steps in a row .up to step 7"):
+        trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("skipped")] == [5, 6, 7]
+
+
+def test_an_infinite_gradient_with_a_finite_loss_is_skipped_too(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=5, checkpoint={"interval": 0}))
+    trainer.step()
+    before = {n: p.detach().clone() for n, p in trainer.gpt.named_parameters()}
+    handle = trainer.gpt.transformer.h[0].mlp.c_fc.weight.register_hook(lambda g: g * math.inf)
+    record = trainer.step()
+    handle.remove()
+    assert record["skipped"] and math.isfinite(record["loss"]) and "grad_norm" not in record and trainer.nonfinite == 1
+    assert all(torch.equal(p, before[n]) for n, p in trainer.gpt.named_parameters())
+    assert "grad_norm" in trainer.step() and trainer.nonfinite == 0
+
+
+def test_run_writes_metrics_tensorboard_plot_and_model(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "run", log={"tensorboard": True, "plot": True}, checkpoint={"interval": 4, "keep_last": 1})
+    trainer = Trainer(cfg)
+    summary = trainer.run()
+    out = tmp_path / "run"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == list(range(1, 9)) and [r["step"] for r in evals] == [4, 8]
+    assert [r["tokens"] for r in train] == [128 * s for s in range(1, 9)]
+    assert summary["val_loss"] == evals[-1]["val_loss"] and summary["val_bpb"] == evals[-1]["val_bpb"]
+    import csv
+
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [float(r["loss"]) for r in rows if r["kind"] == "train"] == [r["loss"] for r in train]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 9))
+    assert [round(e.value, 5) for e in events.Scalars("eval/val_loss")] == [round(r["val_loss"], 5) for r in evals]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(out / "loss.png")
+    assert image.shape[0] >= 300 and image.shape[1] >= 600
+    best = min(evals, key=lambda r: r["val_loss"])["step"]
+    kept = [s for s, _ in checkpoint.list_checkpoints(out / "checkpoints")]
+    assert kept == sorted({8, best})  # keep_last=1, plus the best
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["n_layer"] == 2 and run["dataset"] == json.loads((tiny_data / "manifest.json").read_text())["fingerprint"]
+    assert "n_layer = 2" in (out / "config.toml").read_text()
+    assert (out / "model").is_dir()
+
+
+def test_held_out_loss_and_bits_per_byte_recomputed(tiny_data, tmp_path):
+    """Evaluate the trained model again with GPT.forward, window by window, and count bytes with the tokenizer."""
+    from gpt2.data.shards import TokenDataset
+
+    trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4, eval={"max_tokens": 0}))
+    summary = trainer.run()
+    ds = TokenDataset(tiny_data)
+    tok = ds.tokenizer()
+    val = ds.stream("val")
+    tokens = torch.from_numpy(val.read(0, len(val)).astype(np.int64))
+    T = 32
+    n = (len(tokens) - 1) // T
+    nats = text_nats = 0.0
+    n_bytes = 0
+    gpt = trainer.gpt.eval()
+    with torch.no_grad(), trainer.autocast:
+        for j in range(n):
+            x, y = tokens[j * T : (j + 1) * T], tokens[j * T + 1 : (j + 1) * T + 1]
+            losses = F.cross_entropy(gpt(x[None])[0][0].float(), y, reduction="none").double()
+            nats += losses.sum().item()
+            special = torch.tensor([int(t) in tok.special_tokens.values() for t in y])
+            text_nats += losses[~special].sum().item()
+            n_bytes += sum(len(tok.decode_bytes([int(t)])) for t in y[~special])
+    assert summary["val_loss"] == pytest.approx(nats / (n * T), rel=2e-3)
+    assert summary["val_bpb"] == pytest.approx(text_nats / math.log(2) / n_bytes, rel=2e-3)
+
+
+def test_a_second_run_in_the_same_directory_needs_resume(tiny_data, tmp_path):
+    Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4)).run()
+    with pytest.raises(GPT2Error, match="already holds a run .* --resume"):
+        Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4))
+    with pytest.raises(GPT2Error, match="different model .n_embd=32, now 48"):
+        Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4, resume=True, model={"n_embd": 48}))
+
+
+# ----------------------------------------------------------------------------
+# exact resume (subprocesses killed with SIGKILL)
+
+STALL_AFTER_STEP = """
+import pathlib, time
+import gpt2.train as t
+_step = t.Trainer.step
+def step(self):
+    record = _step(self)
+    if self.step_count == {stall}:
+        pathlib.Path({flag!r}).write_text("stalled")
+        time.sleep(3600)
+    return record
+t.Trainer.step = step
+"""
+
+STALL_IN_SAVE = """
+import pathlib, time
+import gpt2.checkpoint as c
+_save = c._save_tensors
+def save_tensors(path, tensors):
+    _save(path, tensors)
+    if path.name == "optimizer.safetensors" and ".step_{step:07d}.tmp" in str(path.parent):
+        pathlib.Path({flag!r}).write_text("stalled")
+        time.sleep(3600)
+c._save_tensors = save_tensors
+"""
+
+
+def test_resume_after_kill_9_is_bit_identical(tiny_data, tmp_path):
+    straight = tiny_config(tiny_data, tmp_path / "straight")
+    Trainer(straight).run()
+    cfg = tiny_config(tiny_data, tmp_path / "killed")
+    flag = tmp_path / "stalled"
+    proc = run_train_cli(cfg, tmp_path, wrapper=STALL_AFTER_STEP.format(stall=6, flag=str(flag)))
+    wait_for(flag, proc)
+    proc.send_signal(signal.SIGKILL)  # kill -9 between checkpoints: steps 5 and 6 are lost
+    proc.wait()
+    assert checkpoint.latest(tmp_path / "killed" / "checkpoints").name == "step_0000004"
+    resumed = run_train_cli(cfg, tmp_path, "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resumed from" in err and "step 4" in err
+    final = "checkpoints/step_0000008"
+    assert checkpoint_bytes(tmp_path / "killed" / final) == checkpoint_bytes(tmp_path / "straight" / final)
+    # the metrics of the lost steps were replaced, not duplicated
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tiny_data, tmp_path):
+    straight = tiny_config(tiny_data, tmp_path / "straight", max_steps=8)
+    Trainer(straight).run()
+    cfg = tiny_config(tiny_data, tmp_path / "killed", max_steps=8)
+    flag = tmp_path / "stalled"
+    proc = run_train_cli(cfg, tmp_path, wrapper=STALL_IN_SAVE.format(step=8, flag=str(flag)))
+    wait_for(flag, proc)
+    proc.send_signal(signal.SIGKILL)  # in the middle of writing checkpoint 8
+    proc.wait()
+    root = tmp_path / "killed" / "checkpoints"
+    assert [p.name for p in root.glob(".step_0000008.tmp-*")]  # the half-written one is hidden
+    assert checkpoint.latest(root).name == "step_0000004"
+    checkpoint.load(checkpoint.latest(root))  # and the one before it loads
+    resumed = run_train_cli(cfg, tmp_path, "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert not list(root.glob(".step_*"))
+    assert checkpoint_bytes(root / "step_0000008") == checkpoint_bytes(tmp_path / "straight" / "checkpoints" / "step_0000008")
+
+
+# ----------------------------------------------------------------------------
+# the command line
+
+
+def test_train_command_line_errors(cli, tiny_data, tmp_path):
+    r = cli("train", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "missing required setting --data.dir" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train", "--data.dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "prepare the data first" in r.stderr
+    (tmp_path / "bad.toml").write_text("[optim]\nlearning_rate = 1\n")
+    r = cli("train", "--config", str(tmp_path / "bad.toml"), "--data.dir", str(tiny_data))
+    assert r.returncode == 2 and "unknown key 'optim.learning_rate'" in r.stderr
+    r = cli("train", "--data.dir", str(tiny_data), "--batch-size", "3", "--global-batch-tokens", "1000", "--model.block-size", "32")
+    assert r.returncode == 2 and "must be a multiple of batch_size x model.block_size" in r.stderr
+
+
+# ----------------------------------------------------------------------------
+# GPUs (not run on the 2-core CI machine: `pytest -m cuda` on a machine with one)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, compile_", [("bfloat16", False), ("float16", False), ("bfloat16", True)])
+def test_cuda_training(tiny_data, tmp_path, dtype, compile_):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    cfg = tiny_config(
+        tiny_data, tmp_path / "run", device="cuda", dtype=dtype, compile=compile_, max_steps=30, threads=0,
+        model={"dropout": 0.0}, optim={"lr": 1e-2, "warmup_steps": 5}, eval={"interval": 30}, log={"peak_tflops": None},
+    )
+    trainer = Trainer(cfg)
+    assert trainer.optimizer.defaults["fused"] and (trainer.scaler is not None) == (dtype == "float16")
+    summary = trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.5
+    assert summary["val_bpb"] is not None and 0 < [r for r in records if r["kind"] == "train"][-1]["mfu"] < 1
