@@ -221,7 +221,9 @@ def _decode(
     weight = model.lm_head.weight
     device, dtype = weight.device, weight.dtype
     B = len(prompts)
-    packed = _PackedLinears(model, B) if fast and max_new_tokens > 1 else None
+    # the prepacked kernels bypass autocast: under autocast the plain modules run (in its dtype)
+    autocast = torch.is_autocast_enabled(device.type)
+    packed = _PackedLinears(model, B) if fast and max_new_tokens > 1 and not autocast else None
     history = [list(p) for p in prompts]
     remaining = max_new_tokens
     first = True

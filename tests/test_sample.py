@@ -365,6 +365,19 @@ def test_prepacked_weights_follow_weight_updates(tmp_path):
     assert after == generate(model, prompts, 10, temperature=0, fast=False) and after != before
 
 
+def test_generation_under_autocast_runs_in_its_dtype(tmp_path):
+    """fp32 weights under bf16 autocast (as sampling during training does): the prepacked fp32 kernels
+    would bypass autocast, so the plain modules run, and the tokens are those of the plain path."""
+    _, model = hf_and_ours(tmp_path, n_layer=2, n_head=4, n_embd=32, vocab_size=101, n_positions=32)
+    prompts = random_prompts([5, 3], 101)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = generate(model, prompts, 12, temperature=0)
+        plain = generate(model, prompts, 12, temperature=0, fast=False)
+        logits = model(torch.tensor([prompts[0]]))[0]
+    assert logits.dtype == torch.bfloat16  # autocast really was on
+    assert fast == plain
+
+
 def test_sample_command_unconditional(model_dir, capsys):
     assert main(["sample", "--model", str(model_dir), "--prompt", "", "--temperature", "0", "--max-new-tokens", "6",
                  "--stop-at-eot", "false"]) == 0
