@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,18 +39,10 @@ from gpt2.evaluate.datasets import load_lambada, read_text  # noqa: E402
 from gpt2.evaluate.scoring import Scorer  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
 from gpt2.tokenizer import Tokenizer  # noqa: E402
+from gpt2.train import cpu_name  # noqa: E402
 
 SHARED = Path(os.environ.get("GPT2_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def models(seed: int):
@@ -138,7 +129,7 @@ def main() -> None:
     tok = Tokenizer.load(SHARED / "gpt2_bpe")
     hf, ours = models(args.seed)
     scorer = Scorer(ours, batch_tokens=args.batch_tokens, progress=False)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; float32")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; float32")
     print("model: GPT-2 124M shape (12 layers, 768 wide, 50,257 tokens, context 1,024), random weights, identical on both sides")
 
     passages = load_lambada(SHARED / "lambada" / "lambada_test.jsonl")

@@ -34,19 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt2.model import GPT, GPTConfig  # noqa: E402
 from gpt2.sample import generate  # noqa: E402
+from gpt2.train import cpu_name  # noqa: E402
 from gpt2.weights import export_hf  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def bandwidth(repeats: int = 5) -> tuple[float, float]:

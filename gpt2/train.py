@@ -512,7 +512,7 @@ class Trainer:
                 "model: %s parameters (%d layers, %d heads, %d wide, context %d, vocabulary %s); %s on %s x %d, %s",
                 f"{self.gpt.num_params() / 1e6:.1f}M", self.config.n_layer, self.config.n_head, self.config.n_embd,
                 T, f"{self.config.vocab_size:,}", str(self.dtype).removeprefix("torch."), self.device, d.world,
-                f"compiled" if cfg.compile else "eager",
+                "compiled" if cfg.compile else "eager",
             )
             log.info(
                 "batch: %s tokens per step = %d process(es) x %d micro-batch(es) x %d x %d tokens; %d steps = %s tokens "

@@ -19,12 +19,7 @@ from gpt2.model import GPT, GPTConfig
 TASKS = ["lambada", "wikitext2", "wsc273"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -21,13 +21,7 @@ from gpt2.model import GPT, GPTConfig
 VOCAB = 300
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread (OpenMP barriers cost more than these small operations gain, badly so on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hf_and_ours(vocab: int = VOCAB, block: int = 64, n_layer: int = 2, n_head: int = 2, n_embd: int = 32, seed: int = 0, std: float = 0.02):

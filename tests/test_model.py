@@ -15,13 +15,7 @@ from gpt2.model import GPT, PRESETS, GPTConfig, KVCache
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is faster than several, and undisturbed by other busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # (n_layer, n_head, n_embd, vocab_size, block_size, pad_vocab_to)
 SHAPES = [(1, 1, 8, 17, 8, 1), (2, 4, 32, 101, 24, 64), (3, 2, 48, 257, 32, 1)]

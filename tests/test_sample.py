@@ -20,13 +20,7 @@ from gpt2.weights import load_model, save_model
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is faster than several, and undisturbed by other busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_hf(seed=0, **config):
@@ -88,7 +82,7 @@ def test_gpt1_greedy_equals_transformers(tmp_path):
 def reference_window_greedy(model: GPT, prompt: list[int], n: int) -> list[int]:
     """Greedy decoding without a cache that recomputes the documented window for every token."""
     B, half = model.config.block_size, model.config.block_size // 2
-    seq, out, window_start, remaining = list(prompt), [], None, n
+    seq, out, remaining = list(prompt), [], n
     while remaining:
         keep = B - min(remaining, half)
         context = seq[-keep:]

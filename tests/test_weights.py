@@ -22,13 +22,7 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is faster than several, and undisturbed by other busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = Path(__file__).parent / "data"
 CONFIGS = [dict(n_layer=1, n_head=1, n_embd=8, vocab_size=17, n_positions=8),
