@@ -10,5 +10,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("gpt2._bpe", sources=["gpt2/_bpe.c"], optional=True, extra_compile_args=["-O3"]),
+        Extension("gpt2._gemv", sources=["gpt2/_gemv.c"], optional=True, extra_compile_args=["-O3"]),
     ]
 )

@@ -19,8 +19,10 @@ generated); when the window is full, the cache is rebuilt the same way from
 the most recent tokens and generation goes on.
 
 On a CPU the decode steps multiply with weights prepacked for the batch size
-(`_PackedLinears`; `fast=False` turns this off), the one optimisation that
-measurably paid off there (bench/bench_generate.py, docs/model.md).
+(`_PackedLinears`; `fast=False` turns this off), and a single bfloat16 row on a
+CPU with AVX512-BF16 runs a written-out step on the kernels of gpt2/_gemv.c
+(`_OneRowStep`): see docs/model.md, "How generation is made fast", and
+bench/bench_generate.py.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, KVCache
@@ -90,6 +93,11 @@ def sample_next(
 ) -> torch.Tensor:
     """The next token (B,) for logits (B, V): argmax when temperature is 0, else a draw from `generator`."""
     if temperature == 0:
+        if logits.device.type == "cpu":
+            # PyTorch's CPU argmax over a 50,257-wide row takes ~0.3 ms, NumPy's vectorised one ~0.02 ms
+            # (both return the first of equal maxima)
+            x = logits.detach()
+            return torch.from_numpy((x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy().argmax(-1))
         return logits.argmax(dim=-1)
     probs, ids = candidates(logits, temperature, top_k, top_p)
     if generator is not None and generator.device != probs.device:
@@ -151,6 +159,10 @@ class _PackedLinears:
             self.kernel = "mkl-packed"
             self.forwards = {m: _mkl_packed(w, b, M) for m, (w, b) in zip(linears, params)}
             return
+        if M == 1 and params[0][0].dtype == torch.bfloat16 and _gemv_supported():
+            self.kernel = "bf16-gemv"
+            self.forwards = {m: _bf16_gemv(w, b) for m, (w, b) in zip(linears, params)}
+            return
         self.kernel = "onednn-packed"
         self.forwards = {m: _onednn_packed(w, b, M) for m, (w, b) in zip(linears, params)}
         if M == 1 and self._addmv_is_faster(params):
@@ -196,6 +208,118 @@ def _onednn_packed(weight: torch.Tensor, bias: torch.Tensor | None, M: int) -> C
     return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def _gemv_supported() -> bool:
+    try:
+        from gpt2 import _gemv
+    except ImportError:  # installed without a C compiler
+        return False
+    return _gemv.supported()
+
+
+class _Gemv:
+    """y = W x + b (+ a residual) for one bfloat16 row, with the AVX512-BF16 kernel of gpt2/_gemv.c."""
+
+    threads = 1  # the kernel's threads: PyTorch's thread count when decoding started (_decode)
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        from gpt2 import _gemv
+
+        self.run = _gemv.gemv
+        self.weight = weight.contiguous()
+        self.bias = None if bias is None else bias.contiguous()
+        self.N, self.K = self.weight.shape
+        self.w = self.weight.data_ptr()  # valid while self.weight lives
+        self.b = 0 if self.bias is None else self.bias.data_ptr()
+
+    def rows(self, start: int, stop: int) -> _Gemv:
+        """The product restricted to output rows start..stop-1 (e.g. the keys of a fused q, k, v projection)."""
+        part = _Gemv(self.weight[start:stop], None if self.bias is None else self.bias[start:stop])
+        return part
+
+    def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        y = torch.empty(self.N, dtype=torch.bfloat16)
+        self.run(y.data_ptr(), self.w, x.data_ptr(), self.b, self.N, self.K, _Gemv.threads,
+                 0 if add is None else add.data_ptr())
+        return y
+
+    def into(self, x: torch.Tensor, out: int, group: int, stride: int) -> None:
+        """Write row n to the bfloat16 element at address `out` + 2 * ((n // group) * stride + n % group)."""
+        self.run(out, self.w, x.data_ptr(), self.b, self.N, self.K, _Gemv.threads, 0, group, stride)
+
+
+def _bf16_gemv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
+    gemv = _Gemv(weight, bias)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != gemv.K or x.dtype != torch.bfloat16:  # a prompt (several rows): the plain path
+            return nn.functional.linear(x, gemv.weight, gemv.bias)
+        return gemv(x.contiguous()).view(*x.shape[:-1], gemv.N)
+
+    return forward
+
+
+class _OneRowStep:
+    """GPT.forward for one new token of one sequence in bfloat16 with the kernel of `_Gemv`, written out
+    with as few PyTorch operations as the arithmetic allows: on a CPU a decode step of GPT-2 124M reads
+    its weights in ~15 ms, and the ~30 small operations per block of the general forward cost as much
+    again in dispatch. Here keys and values go straight from the projection into the cache and the
+    residual additions happen in the projections' output loop. Every value is rounded to bfloat16
+    where GPT.forward rounds it, so the logits equal GPT.forward's with the same kernel (tested).
+    Pre-LayerNorm models (GPT-2) in eval mode only; `usable` says when it applies."""
+
+    def __init__(self, model: GPT):
+        cfg = model.config
+        self.C, self.nh, self.eps = cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon
+        self.V = cfg.vocab_size
+        self.scale = 1 / math.sqrt(cfg.n_embd // cfg.n_head)
+        from gpt2 import _gemv
+
+        self.attend = _gemv.attend
+        t = model.transformer
+        self.wte, self.wpe, self.ln_f = t.wte.weight, t.wpe.weight, t.ln_f
+        C = self.C
+        self.blocks = []
+        for b in t.h:
+            qkv = _Gemv(b.attn.c_attn.weight, b.attn.c_attn.bias)
+            self.blocks.append((
+                b.ln_1, qkv.rows(0, C), qkv.rows(C, 2 * C), qkv.rows(2 * C, 3 * C),
+                _Gemv(b.attn.c_proj.weight, b.attn.c_proj.bias), b.ln_2,
+                _Gemv(b.mlp.c_fc.weight, b.mlp.c_fc.bias), _Gemv(b.mlp.c_proj.weight, b.mlp.c_proj.bias),
+            ))
+        self.head = _Gemv(model.lm_head.weight, None)
+
+    @staticmethod
+    def usable(model: GPT, cache: KVCache) -> bool:
+        cfg = model.config
+        return (
+            cfg.norm == "pre" and cfg.bias and (not model.training or cfg.dropout == 0)
+            and (cfg.n_embd // cfg.n_head) % 32 == 0
+            and cache.k.dtype == torch.bfloat16 and cache.k.is_contiguous() and cache.k.shape[1] == 1
+        )
+
+    def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
+        """Logits (1, vocab_size) of the token after `token`, which takes position cache.length."""
+        C, nh, eps = self.C, self.nh, self.eps
+        hs, L, T = C // nh, cache.length, cache.max_len
+        x = self.wte[token] + self.wpe[L]
+        slot = 2 * L * hs  # byte offset of position L in a layer's (heads, T, hs) keys or values
+        layer_bytes = 2 * nh * T * hs
+        kp, vp = cache.k.data_ptr(), cache.v.data_ptr()
+        for i, (ln_1, q, k, v, proj, ln_2, fc, proj2) in enumerate(self.blocks):
+            h = F.layer_norm(x, (C,), ln_1.weight, ln_1.bias, eps)
+            k.into(h, kp + i * layer_bytes + slot, hs, T * hs)  # straight into the cache
+            v.into(h, vp + i * layer_bytes + slot, hs, T * hs)
+            y, query = torch.empty(C, dtype=torch.bfloat16), q(h)  # both alive until the kernel returns
+            layer = i * layer_bytes
+            self.attend(y.data_ptr(), query.data_ptr(), kp + layer, vp + layer, nh, hs, L + 1, T * hs, self.scale, _Gemv.threads)
+            x = proj(y, add=x)
+            h = F.layer_norm(x, (C,), ln_2.weight, ln_2.bias, eps)
+            x = proj2(F.gelu(fc(h), approximate="tanh"), add=x)
+        cache.length = L + 1
+        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, eps)
+        return self.head(x)[: self.V].view(1, self.V)
+
+
 def _addmv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1]:  # more than one row (a prompt): the plain path
@@ -227,45 +351,65 @@ def _decode(
     history = [list(p) for p in prompts]
     remaining = max_new_tokens
     first = True
-    while remaining > 0 and not all(finished):
-        keep = cfg.block_size - min(remaining, cfg.block_size // 2)
-        contexts = [h[-keep:] for h in history]
-        if first and any(len(h) > keep for h in history):
-            longest = max(len(h) for h in history)
-            log.warning(
-                "a prompt of %d tokens does not fit the context of %d with %d new tokens: keeping its last %d tokens",
-                longest, cfg.block_size, max_new_tokens, keep,
-            )
-        elif not first:
-            log.debug("context window full: continuing from the last %d tokens", keep)
-        first = False
-        P = max(len(c) for c in contexts)
-        span = min(remaining, cfg.block_size - P)  # tokens this window can produce; >= 1 by the choice of keep
-        cache = KVCache(cfg, B, P + span - 1, device=device, dtype=dtype)
-        idx = torch.tensor([[0] * (P - len(c)) + c for c in contexts], device=device)  # (B, P), left-padded
-        mask = positions = pos = None
-        if any(len(c) != P for c in contexts):
-            # padding: a mask over prompt + generated positions, and each row's own position ids
-            lengths = torch.tensor([len(c) for c in contexts], device=device)
-            mask = (torch.arange(P + span, device=device)[None, :] >= (P - lengths)[:, None]).long()  # (B, P + span)
-            positions = (mask[:, :P].cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
-            pos = lengths[:, None]  # (B, 1): the position of the next token of each row
-        with torch.inference_mode():  # only around the model: the caller's code runs between steps
-            logits = model(idx, cache=cache, attention_mask=mask, positions=positions, last_only=True)[0][:, -1]
-        for s in range(span):
-            tok = pick(logits)  # (B,)
-            tokens = tok.tolist()
-            for i, t in enumerate(tokens):
-                if not finished[i]:
-                    history[i].append(t)
-            remaining -= 1
-            yield tokens
-            if s == span - 1 or all(finished):
-                break
-            with torch.inference_mode(), packed or contextlib.nullcontext():
-                logits = model(tok[:, None], cache=cache, attention_mask=mask, positions=pos, last_only=True)[0][:, -1]
-            if pos is not None:
-                pos = pos + 1
+    # The single-row bfloat16 kernel runs its own threads, which poll for work between its calls: PyTorch's
+    # threads would compete with them for the cores (once woken they poll too), so while such a decode is in
+    # progress PyTorch runs on one thread, also in the caller's code between tokens (restored at the end).
+    threads = torch.get_num_threads()
+    own_threads = packed is not None and packed.kernel == "bf16-gemv"
+    _Gemv.threads = threads
+    try:
+        while remaining > 0 and not all(finished):
+            keep = cfg.block_size - min(remaining, cfg.block_size // 2)
+            contexts = [h[-keep:] for h in history]
+            if first and any(len(h) > keep for h in history):
+                longest = max(len(h) for h in history)
+                log.warning(
+                    "a prompt of %d tokens does not fit the context of %d with %d new tokens: keeping its last %d tokens",
+                    longest, cfg.block_size, max_new_tokens, keep,
+                )
+            elif not first:
+                log.debug("context window full: continuing from the last %d tokens", keep)
+            first = False
+            P = max(len(c) for c in contexts)
+            span = min(remaining, cfg.block_size - P)  # tokens this window can produce; >= 1 by the choice of keep
+            cache = KVCache(cfg, B, P + span - 1, device=device, dtype=dtype)
+            idx = torch.tensor([[0] * (P - len(c)) + c for c in contexts], device=device)  # (B, P), left-padded
+            mask = positions = pos = None
+            if any(len(c) != P for c in contexts):
+                # padding: a mask over prompt + generated positions, and each row's own position ids
+                lengths = torch.tensor([len(c) for c in contexts], device=device)
+                mask = (torch.arange(P + span, device=device)[None, :] >= (P - lengths)[:, None]).long()  # (B, P + span)
+                positions = (mask[:, :P].cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
+                pos = lengths[:, None]  # (B, 1): the position of the next token of each row
+            if own_threads:
+                torch.set_num_threads(threads)  # the prompt pass: all of them
+            with torch.inference_mode():  # only around the model: the caller's code runs between steps
+                logits = model(idx, cache=cache, attention_mask=mask, positions=positions, last_only=True)[0][:, -1]
+            if own_threads:
+                torch.set_num_threads(1)
+            step = None
+            if packed is not None and packed.kernel == "bf16-gemv" and mask is None and _OneRowStep.usable(model, cache):
+                step = _OneRowStep(model)
+            for s in range(span):
+                tok = pick(logits)  # (B,)
+                tokens = tok.tolist()
+                for i, t in enumerate(tokens):
+                    if not finished[i]:
+                        history[i].append(t)
+                remaining -= 1
+                yield tokens
+                if s == span - 1 or all(finished):
+                    break
+                with torch.inference_mode(), packed or contextlib.nullcontext():
+                    if step is not None:
+                        logits = step(tokens[0], cache)
+                    else:
+                        logits = model(tok[:, None], cache=cache, attention_mask=mask, positions=pos, last_only=True)[0][:, -1]
+                if pos is not None:
+                    pos = pos + 1
+    finally:
+        if own_threads:
+            torch.set_num_threads(threads)
 
 
 def _prepare(model: GPT, prompts, max_new_tokens: int, vocab_size: int | None) -> list[list[int]]:

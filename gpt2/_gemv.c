@@ -1,0 +1,410 @@
+/*
+ * bfloat16 kernels for one-row decoding on x86 CPUs with AVX512-BF16: matrix-vector products and the
+ * attention of one query row over a KV cache.
+ *
+ * Generating one token for one sequence multiplies a single activation row by
+ * every weight matrix of the model: the time is the time to read the weights
+ * from memory. PyTorch's bfloat16 `addmv` reads them at about half the speed
+ * memory allows on such CPUs (it converts to float32 as it goes, on one core),
+ * so a bfloat16 model decodes barely faster than a float32 one although it
+ * reads half the bytes. This kernel reads them close to memory speed (15-18 GB/s on a 2-core
+ * machine where float32's MKL kernel reaches 19-20 GB/s and PyTorch's bfloat16 one 10-11):
+ *
+ *   y[n] = bias[n] + sum_k W[n, k] * x[k]      W: (N, K) row-major bfloat16
+ *
+ * with VDPBF16PS (pairs of bfloat16 products summed into float32 lanes), float32
+ * accumulation and one rounding to bfloat16 at the end (round to nearest even),
+ * the rows split across a small pool of threads that spin briefly between the
+ * calls of a decoding step and sleep otherwise.
+ *
+ * Python API (pointers are tensor.data_ptr() values; the caller checks dtypes,
+ * shapes and contiguity):
+ *   supported() -> bool            the CPU has AVX512F + AVX512-BF16
+ *   attend(y, q, keys, values, heads, head_dim, positions, head_stride, scale, threads)
+ *     attention of one query row (heads * head_dim) over `positions` cached keys and values laid out
+ *     (heads, ..., head_dim) with `head_stride` elements between heads: softmax(q.k * scale) v per head,
+ *     float32 inside, bfloat16 out; the heads are shared among the threads.
+ *   gemv(y, W, x, bias or 0, N, K, threads[, add or 0, group, stride])
+ *     row n of the result goes to y[(n / group) * stride + n % group] (default: contiguous), after
+ *     adding add[n] (a residual) when given; e.g. keys written straight into a (heads, length, head_dim)
+ *     cache slot take group = head_dim, stride = length * head_dim.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 11 || defined(__clang__))
+#define HAVE_KERNEL 1
+#include <immintrin.h>
+#else
+#define HAVE_KERNEL 0
+#endif
+
+/* tuning (measured on the 2-core machine of bench/RESULTS.md; -D to try others): blocks of rows per thread,
+   how far ahead the weights are prefetched, and into which cache level */
+#ifndef TASKS_PER_THREAD
+#define TASKS_PER_THREAD 4
+#endif
+#ifndef PF
+#define PF 4096 /* bytes ahead of the rows being read */
+#endif
+#ifndef HINT
+#define HINT _MM_HINT_T1
+#endif
+#define MAX_THREADS 64
+#define SPIN_NS 2000000L /* how long an idle worker polls before sleeping: 2 ms */
+
+typedef struct Job Job;
+struct Job {
+    void (*task)(const Job *, long); /* runs task i of 0 .. tasks - 1 */
+    long tasks;
+    /* matrix-vector product */
+    uint16_t *y;
+    const uint16_t *w, *x, *bias, *add;
+    long n, k, group, stride, rows_per_task;
+    /* attention of one query row: q = x, output = y */
+    const uint16_t *keys, *values;
+    long heads, head_dim, positions, head_stride;
+    float scale;
+};
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* row n of the result: rounded like PyTorch's ops, y = bf16(bf16(sum + bias) + add) */
+static inline void store(const Job *j, long n, float sum) {
+    uint16_t v = to_bf16(j->bias ? sum + from_bf16(j->bias[n]) : sum);
+    if (j->add) v = to_bf16(from_bf16(v) + from_bf16(j->add[n]));
+    j->y[(n / j->group) * j->stride + n % j->group] = v;
+}
+
+#if HAVE_KERNEL
+/* rows [r0, r1) of the product */
+__attribute__((target("avx512f,avx512bf16"))) static void rows(const Job *j, long r0, long r1) {
+    const long K = j->k, full = K & ~31L;
+    const __mmask32 tail = (__mmask32)((1ull << (K - full)) - 1);
+    long r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = j->w + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (long c = 0; c < full; c += 32) {
+#if PF > 0
+            {
+                const char *p = (const char *)w0 + PF + (c >> 5) * 256;
+                _mm_prefetch(p, HINT);
+                _mm_prefetch(p + 64, HINT);
+                _mm_prefetch(p + 128, HINT);
+                _mm_prefetch(p + 192, HINT);
+            }
+#endif
+            __m512bh xv = (__m512bh)_mm512_loadu_si512(j->x + c);
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + c), xv);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w1 + c), xv);
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w2 + c), xv);
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w3 + c), xv);
+        }
+        if (tail) {
+            __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(tail, j->x + full);
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(tail, w0 + full), xv);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_maskz_loadu_epi16(tail, w1 + full), xv);
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_maskz_loadu_epi16(tail, w2 + full), xv);
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_maskz_loadu_epi16(tail, w3 + full), xv);
+        }
+        float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                      _mm512_reduce_add_ps(a3)};
+        for (int i = 0; i < 4; i++) store(j, r + i, s[i]);
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w0 = j->w + r * K;
+        __m512 a0 = _mm512_setzero_ps();
+        for (long c = 0; c < full; c += 32)
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + c), (__m512bh)_mm512_loadu_si512(j->x + c));
+        if (tail)
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(tail, w0 + full),
+                                  (__m512bh)_mm512_maskz_loadu_epi16(tail, j->x + full));
+        float s = _mm512_reduce_add_ps(a0);
+        store(j, r, s);
+    }
+}
+
+static void rows_task(const Job *j, long t) {
+    long r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    rows(j, r0, r1 < j->n ? r1 : j->n);
+}
+
+/* e^x for x <= 0 (softmax weights): 2^n * 2^f with f in [-1/2, 1/2], 2^f by its degree-6 Taylor polynomial
+   (relative error below 2e-7) */
+__attribute__((target("avx512f"))) static inline __m512 exp_nonpositive(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.69314718055994531f)); /* f ln 2 */
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* head h: softmax(q . k_p * scale over the positions p) weighted sum of v_p, in float32; head_dim % 32 == 0 */
+__attribute__((target("avx512f,avx512bf16"))) static void attend_task(const Job *j, long h) {
+    const long D = j->head_dim, P = j->positions;
+    const uint16_t *q = j->x + h * D, *K = j->keys + h * j->head_stride, *V = j->values + h * j->head_stride;
+    float stack[2048], *s = P <= 2048 ? stack : malloc(sizeof(float) * (size_t)(P + 16));
+    if (!s) return; /* out of memory: checked by the caller before the job */
+    float top = -INFINITY;
+    for (long p = 0; p < P; p++) {
+        __m512 a = _mm512_setzero_ps();
+        for (long c = 0; c < D; c += 32)
+            a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512(K + p * D + c), (__m512bh)_mm512_loadu_si512(q + c));
+        s[p] = _mm512_reduce_add_ps(a) * j->scale;
+        top = s[p] > top ? s[p] : top;
+    }
+    __m512 total = _mm512_setzero_ps(), m = _mm512_set1_ps(top);
+    long p = 0;
+    for (; p + 16 <= P; p += 16) {
+        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + p), m));
+        _mm512_storeu_ps(s + p, e);
+        total = _mm512_add_ps(total, e);
+    }
+    if (p < P) {
+        __mmask16 rest = (__mmask16)((1u << (P - p)) - 1);
+        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(rest, s + p), m));
+        e = _mm512_maskz_mov_ps(rest, e);
+        _mm512_mask_storeu_ps(s + p, rest, e);
+        total = _mm512_add_ps(total, e);
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(total);
+    for (long c = 0; c < D; c += 16) {
+        __m512 o = _mm512_setzero_ps();
+        for (long p = 0; p < P; p++) {
+            __m256i v16 = _mm256_loadu_si256((const __m256i *)(V + p * D + c));
+            __m512 v32 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v16), 16));
+            o = _mm512_fmadd_ps(_mm512_set1_ps(s[p]), v32, o);
+        }
+        _mm256_storeu_si256((__m256i *)(j->y + h * D + c), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(o, _mm512_set1_ps(inv))));
+    }
+    if (s != stack) free(s);
+}
+
+static int cpu_ok(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    }
+    return ok;
+}
+#endif
+
+/* ------------------------------------------------------------------ the thread pool */
+
+static Job job;
+static atomic_long next_task; /* the next task of the job to take */
+static int active;              /* threads taking part in the current job, the caller included */
+static atomic_ulong generation; /* bumped once per job */
+static atomic_int finished;     /* workers done with the current generation */
+static int n_workers;
+static unsigned long born; /* generation when the newest workers were started */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; /* one job at a time (callers on several threads) */
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+
+static void take_tasks(void) {
+    for (;;) {
+        long t = atomic_fetch_add_explicit(&next_task, 1, memory_order_relaxed);
+        if (t >= job.tasks) return;
+        job.task(&job, t);
+    }
+}
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void *worker(void *arg) {
+    const int id = (int)(intptr_t)arg; /* 1 .. n_workers; the caller is thread 0 */
+    unsigned long seen = born; /* the generation before the job that started this worker */
+    for (;;) {
+        unsigned long g = atomic_load_explicit(&generation, memory_order_acquire);
+        if (g == seen) {
+            long start = now_ns();
+            for (int i = 0; (g = atomic_load_explicit(&generation, memory_order_acquire)) == seen; i++) {
+#if HAVE_KERNEL
+                _mm_pause();
+#endif
+                if ((i & 255) == 255 && now_ns() - start > SPIN_NS) {
+                    pthread_mutex_lock(&lock);
+                    while ((g = atomic_load(&generation)) == seen) pthread_cond_wait(&wake, &lock);
+                    pthread_mutex_unlock(&lock);
+                    break;
+                }
+            }
+        }
+        seen = g;
+        if (id < active) take_tasks();
+        atomic_fetch_add_explicit(&finished, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void after_fork_in_child(void) {
+    /* the workers do not exist in a forked child: start a new pool there when needed */
+    n_workers = 0;
+    pthread_mutex_init(&lock, NULL);
+    pthread_mutex_init(&busy, NULL);
+    pthread_cond_init(&wake, NULL);
+}
+
+static int grow_pool(int threads) {
+    static int atfork_done = 0;
+    if (!atfork_done) {
+        pthread_atfork(NULL, NULL, after_fork_in_child);
+        atfork_done = 1;
+    }
+    born = atomic_load(&generation);
+    while (n_workers < threads - 1 && n_workers < MAX_THREADS - 1) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, worker, (void *)(intptr_t)(n_workers + 1));
+        pthread_attr_destroy(&attr);
+        if (rc != 0) return -1;
+        n_workers++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ Python */
+
+static PyObject *py_supported(PyObject *self, PyObject *args) {
+#if HAVE_KERNEL
+    return PyBool_FromLong(cpu_ok());
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+#if HAVE_KERNEL
+/* run `job` (filled in by the caller, who holds `busy`) on up to `threads` threads, the caller's included */
+static void run_job(int threads) {
+    if (threads > 1 && grow_pool(threads) != 0) threads = 1;
+    atomic_store_explicit(&next_task, 0, memory_order_relaxed);
+    if (threads == 1) {
+        take_tasks();
+        return;
+    }
+    active = threads;
+    atomic_store_explicit(&finished, 0, memory_order_relaxed);
+    pthread_mutex_lock(&lock);
+    atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&lock);
+    take_tasks();
+    while (atomic_load_explicit(&finished, memory_order_acquire) < n_workers) _mm_pause();
+}
+
+static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
+#endif
+
+static PyObject *py_gemv(PyObject *self, PyObject *args) {
+    unsigned long long y, w, x, bias, add = 0;
+    long n, k, group = 0, stride = 0;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKKlli|Kll", &y, &w, &x, &bias, &n, &k, &threads, &add, &group, &stride))
+        return NULL;
+    if (group <= 0) group = n, stride = n; /* contiguous */
+#if HAVE_KERNEL
+    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    if (n <= 0 || k <= 0) Py_RETURN_NONE;
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&busy);
+    /* one thread per 256 KiB of weights at least, so that small products stay on the caller's thread */
+    long useful = (long)((2ull * n * k) >> 18) + 1;
+    int t = threads < useful ? threads : (int)useful;
+    long per = (n + (long)t * TASKS_PER_THREAD - 1) / ((long)t * TASKS_PER_THREAD);
+    per = (per + 3) & ~3L; /* whole blocks of 4 rows */
+    job = (Job){.task = rows_task, .tasks = (n + per - 1) / per, .rows_per_task = per, .y = (uint16_t *)y,
+                .w = (const uint16_t *)w, .x = (const uint16_t *)x, .bias = (const uint16_t *)bias,
+                .add = (const uint16_t *)add, .n = n, .k = k, .group = group, .stride = stride};
+    run_job(t);
+    pthread_mutex_unlock(&busy);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+#endif
+}
+
+static PyObject *py_attend(PyObject *self, PyObject *args) {
+    unsigned long long y, q, keys, values;
+    long heads, head_dim, positions, head_stride;
+    float scale;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKKllllfi", &y, &q, &keys, &values, &heads, &head_dim, &positions, &head_stride,
+                          &scale, &threads))
+        return NULL;
+#if HAVE_KERNEL
+    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    if (head_dim % 32 != 0 || positions < 1 || heads < 1)
+        return PyErr_Format(PyExc_ValueError, "attend: head_dim must be a multiple of 32 and positions, heads >= 1");
+    if (positions > 2048) { /* the scores of a head then live on the heap: check once that they fit */
+        void *probe = malloc(sizeof(float) * (size_t)(positions + 16));
+        if (!probe) return PyErr_NoMemory();
+        free(probe);
+    }
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&busy);
+    job = (Job){.task = attend_task, .tasks = heads, .y = (uint16_t *)y, .x = (const uint16_t *)q,
+                .keys = (const uint16_t *)keys, .values = (const uint16_t *)values, .heads = heads,
+                .head_dim = head_dim, .positions = positions, .head_stride = head_stride, .scale = scale};
+    run_job(threads < heads ? threads : (int)heads);
+    pthread_mutex_unlock(&busy);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the AVX512-BF16 kernel."},
+    {"gemv", py_gemv, METH_VARARGS,
+     "gemv(y, W, x, bias, N, K, threads[, add, group, stride]): y = W @ x + bias (+ add) in bfloat16 (pointers)."},
+    {"attend", py_attend, METH_VARARGS,
+     "attend(y, q, keys, values, heads, head_dim, positions, head_stride, scale, threads): one query row's attention."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemv", "bfloat16 matrix-vector products for decoding.",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__gemv(void) { return PyModule_Create(&module); }
