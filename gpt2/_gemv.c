@@ -100,7 +100,7 @@ static inline void store(const Job *j, long n, float sum) {
 
 #if HAVE_KERNEL
 /* rows [r0, r1) of the product */
-__attribute__((target("avx512f,avx512bf16"))) static void rows(const Job *j, long r0, long r1) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void rows(const Job *j, long r0, long r1) {
     const long K = j->k, full = K & ~31L;
     const __mmask32 tail = (__mmask32)((1ull << (K - full)) - 1);
     long r = r0;
@@ -154,7 +154,7 @@ static void rows_task(const Job *j, long t) {
 
 /* e^x for x <= 0 (softmax weights): 2^n * 2^f with f in [-1/2, 1/2], 2^f by its degree-6 Taylor polynomial
    (relative error below 2e-7) */
-__attribute__((target("avx512f"))) static inline __m512 exp_nonpositive(__m512 x) {
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512 exp_nonpositive(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
     __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
     __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -170,7 +170,7 @@ __attribute__((target("avx512f"))) static inline __m512 exp_nonpositive(__m512 x
 }
 
 /* head h: softmax(q . k_p * scale over the positions p) weighted sum of v_p, in float32; head_dim % 32 == 0 */
-__attribute__((target("avx512f,avx512bf16"))) static void attend_task(const Job *j, long h) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void attend_task(const Job *j, long h) {
     const long D = j->head_dim, P = j->positions;
     const uint16_t *q = j->x + h * D, *K = j->keys + h * j->head_stride, *V = j->values + h * j->head_stride;
     float stack[2048], *s = P <= 2048 ? stack : malloc(sizeof(float) * (size_t)(P + 16));
@@ -214,7 +214,8 @@ static int cpu_ok(void) {
     static int ok = -1;
     if (ok < 0) {
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
     }
     return ok;
 }
@@ -331,6 +332,92 @@ static void run_job(int threads) {
 }
 
 static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
+
+/* ------------------------------------------------------------------ a whole decode step */
+
+static void product(uint16_t *y, const uint16_t *w, const uint16_t *x, const uint16_t *bias, const uint16_t *add,
+                    long n, long k, long group, long stride, int threads) {
+    long useful = (long)((2ull * n * k) >> 18) + 1;
+    int t = threads < useful ? threads : (int)useful;
+    long per = (n + (long)t * TASKS_PER_THREAD - 1) / ((long)t * TASKS_PER_THREAD);
+    per = (per + 3) & ~3L;
+    job = (Job){.task = rows_task, .tasks = (n + per - 1) / per, .rows_per_task = per, .y = y, .w = w, .x = x,
+                .bias = bias, .add = add, .n = n, .k = k, .group = group > 0 ? group : n, .stride = group > 0 ? stride : n};
+    run_job(t);
+}
+
+/* PyTorch's LayerNorm of a bfloat16 row: statistics and affine map in float32, one rounding */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void layer_norm(uint16_t *y, const uint16_t *x, const uint16_t *w,
+                                                          const uint16_t *b, long n, float eps) {
+    double sum = 0, sq = 0;
+    for (long i = 0; i < n; i++) sum += from_bf16(x[i]);
+    const float mean = (float)(sum / n);
+    for (long i = 0; i < n; i++) {
+        float d = from_bf16(x[i]) - mean;
+        sq += (double)d * d;
+    }
+    const float rstd = 1.0f / sqrtf((float)(sq / n) + eps);
+    for (long i = 0; i < n; i++) y[i] = to_bf16((from_bf16(x[i]) - mean) * rstd * from_bf16(w[i]) + from_bf16(b[i]));
+}
+
+/* GELU, tanh form (GPT-2), in place on a bfloat16 vector: float32 inside, one rounding */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_tanh(uint16_t *u, long n) {
+    const __m512 c = _mm512_set1_ps(0.7978845608028654f), a = _mm512_set1_ps(0.044715f);
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, u + i)), 16));
+        __m512 z = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, x), _mm512_mul_ps(x, x), x));
+        /* tanh z = sign(z) (1 - e) / (1 + e), e = exp(-2 |z|) */
+        __m512 e = exp_nonpositive(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(z)));
+        __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+        t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t),
+                                                _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32((int)0x80000000u))));
+        __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, t));
+        _mm256_mask_storeu_epi16(u + i, m, (__m256i)_mm512_cvtneps_pbh(g));
+    }
+}
+
+/* The weights of a GPT-2 model as a table of addresses (int64): a header, then 12 per block. */
+enum { H_EMBD, H_HEADS, H_LAYERS, H_VOCAB, H_WTE, H_WPE, H_LNF_W, H_LNF_B, H_HEADER };
+enum { B_LN1_W, B_LN1_B, B_ATTN_W, B_ATTN_B, B_PROJ_W, B_PROJ_B, B_LN2_W, B_LN2_B, B_FC_W, B_FC_B, B_PROJ2_W,
+       B_PROJ2_B, B_FIELDS };
+
+/* logits (vocab rows of the tied embedding) for `token` at position L, keys and values written to the caches
+   (n_layer, heads, T, head_dim); every value rounded to bfloat16 where GPT.forward rounds it */
+static int decode_step(const int64_t *table, long token, long L, uint16_t *kc, uint16_t *vc, long T,
+                       uint16_t *logits, float eps, int threads) {
+    const long C = table[H_EMBD], nh = table[H_HEADS], layers = table[H_LAYERS], V = table[H_VOCAB];
+    const long hs = C / nh;
+    uint16_t *buf = malloc(sizeof(uint16_t) * (size_t)(8 * C));
+    if (!buf) return -1;
+    uint16_t *x = buf, *h = buf + C, *q = buf + 2 * C, *y = buf + 3 * C, *u = buf + 4 * C;
+    const uint16_t *wte = (const uint16_t *)table[H_WTE] + token * C, *wpe = (const uint16_t *)table[H_WPE] + L * C;
+    for (long i = 0; i < C; i++) x[i] = to_bf16(from_bf16(wte[i]) + from_bf16(wpe[i]));
+    const float scale = 1.0f / sqrtf((float)hs);
+    for (long l = 0; l < layers; l++) {
+        const int64_t *p = table + H_HEADER + l * B_FIELDS;
+#define P(i) ((const uint16_t *)p[i])
+        uint16_t *kl = kc + l * nh * T * hs, *vl = vc + l * nh * T * hs;
+        layer_norm(h, x, P(B_LN1_W), P(B_LN1_B), C, eps);
+        product(q, P(B_ATTN_W), h, P(B_ATTN_B), NULL, C, C, 0, 0, threads);
+        product(kl + L * hs, P(B_ATTN_W) + C * C, h, P(B_ATTN_B) + C, NULL, C, C, hs, T * hs, threads);
+        product(vl + L * hs, P(B_ATTN_W) + 2 * C * C, h, P(B_ATTN_B) + 2 * C, NULL, C, C, hs, T * hs, threads);
+        job = (Job){.task = attend_task, .tasks = nh, .y = y, .x = q, .keys = kl, .values = vl, .heads = nh,
+                    .head_dim = hs, .positions = L + 1, .head_stride = T * hs, .scale = scale};
+        run_job(threads < nh ? threads : (int)nh);
+        product(x, P(B_PROJ_W), y, P(B_PROJ_B), x, C, C, 0, 0, threads); /* x + proj(y), in place */
+        layer_norm(h, x, P(B_LN2_W), P(B_LN2_B), C, eps);
+        product(u, P(B_FC_W), h, P(B_FC_B), NULL, 4 * C, C, 0, 0, threads);
+        gelu_tanh(u, 4 * C);
+        product(x, P(B_PROJ2_W), u, P(B_PROJ2_B), x, C, 4 * C, 0, 0, threads);
+#undef P
+    }
+    layer_norm(h, x, (const uint16_t *)table[H_LNF_W], (const uint16_t *)table[H_LNF_B], C, eps);
+    product(logits, (const uint16_t *)table[H_WTE], h, NULL, NULL, V, C, 0, 0, threads);
+    free(buf);
+    return 0;
+}
 #endif
 
 static PyObject *py_gemv(PyObject *self, PyObject *args) {
@@ -395,10 +482,42 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
 #endif
 }
 
+static PyObject *py_step(PyObject *self, PyObject *args) {
+    unsigned long long table, kc, vc, logits;
+    long token, L, T;
+    float eps;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KllKKlKfi", &table, &token, &L, &kc, &vc, &T, &logits, &eps, &threads)) return NULL;
+#if HAVE_KERNEL
+    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    const int64_t *t = (const int64_t *)table;
+    if (t[H_EMBD] % t[H_HEADS] != 0 || (t[H_EMBD] / t[H_HEADS]) % 32 != 0 || L < 0 || L >= T || token < 0)
+        return PyErr_Format(PyExc_ValueError, "step: head size must be a multiple of 32 and 0 <= position < cache length");
+    if (L + 1 > 2048) { /* attention scores on the heap: check once that they fit */
+        void *probe = malloc(sizeof(float) * (size_t)(L + 17));
+        if (!probe) return PyErr_NoMemory();
+        free(probe);
+    }
+    int rc;
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&busy);
+    rc = decode_step(t, token, L, (uint16_t *)kc, (uint16_t *)vc, T, (uint16_t *)logits, eps, threads);
+    pthread_mutex_unlock(&busy);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the AVX512-BF16 kernel."},
     {"gemv", py_gemv, METH_VARARGS,
      "gemv(y, W, x, bias, N, K, threads[, add, group, stride]): y = W @ x + bias (+ add) in bfloat16 (pointers)."},
+    {"step", py_step, METH_VARARGS,
+     "step(table, token, position, keys, values, cache_len, logits, eps, threads): one decode step of a GPT-2."},
     {"attend", py_attend, METH_VARARGS,
      "attend(y, q, keys, values, heads, head_dim, positions, head_stride, scale, threads): one query row's attention."},
     {NULL, NULL, 0, NULL},

@@ -38,7 +38,6 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, KVCache
@@ -217,7 +216,7 @@ def _gemv_supported() -> bool:
 
 
 class _Gemv:
-    """y = W x + b (+ a residual) for one bfloat16 row, with the AVX512-BF16 kernel of gpt2/_gemv.c."""
+    """y = W x + b for one bfloat16 row, with the AVX512-BF16 kernel of gpt2/_gemv.c."""
 
     threads = 1  # the kernel's threads: PyTorch's thread count when decoding started (_decode)
 
@@ -231,20 +230,10 @@ class _Gemv:
         self.w = self.weight.data_ptr()  # valid while self.weight lives
         self.b = 0 if self.bias is None else self.bias.data_ptr()
 
-    def rows(self, start: int, stop: int) -> _Gemv:
-        """The product restricted to output rows start..stop-1 (e.g. the keys of a fused q, k, v projection)."""
-        part = _Gemv(self.weight[start:stop], None if self.bias is None else self.bias[start:stop])
-        return part
-
-    def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.empty(self.N, dtype=torch.bfloat16)
-        self.run(y.data_ptr(), self.w, x.data_ptr(), self.b, self.N, self.K, _Gemv.threads,
-                 0 if add is None else add.data_ptr())
+        self.run(y.data_ptr(), self.w, x.data_ptr(), self.b, self.N, self.K, _Gemv.threads)
         return y
-
-    def into(self, x: torch.Tensor, out: int, group: int, stride: int) -> None:
-        """Write row n to the bfloat16 element at address `out` + 2 * ((n // group) * stride + n % group)."""
-        self.run(out, self.w, x.data_ptr(), self.b, self.N, self.K, _Gemv.threads, 0, group, stride)
 
 
 def _bf16_gemv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
@@ -259,34 +248,37 @@ def _bf16_gemv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
 
 
 class _OneRowStep:
-    """GPT.forward for one new token of one sequence in bfloat16 with the kernel of `_Gemv`, written out
-    with as few PyTorch operations as the arithmetic allows: on a CPU a decode step of GPT-2 124M reads
-    its weights in ~15 ms, and the ~30 small operations per block of the general forward cost as much
-    again in dispatch. Here keys and values go straight from the projection into the cache and the
-    residual additions happen in the projections' output loop. Every value is rounded to bfloat16
-    where GPT.forward rounds it, so the logits equal GPT.forward's with the same kernel (tested).
-    Pre-LayerNorm models (GPT-2) in eval mode only; `usable` says when it applies."""
+    """GPT.forward for one new token of one sequence, in bfloat16, as a single call into gpt2/_gemv.c.
+
+    On a CPU a decode step of GPT-2 124M reads its weights in ~15 ms, and the ~30 small PyTorch operations
+    per block of the general forward (LayerNorm, SDPA over the cache, views, copies into the cache, GELU,
+    module calls) cost several ms more. Here the whole step runs in C: LayerNorm, the projections (keys and
+    values written straight into the cache, residual additions in the projections' output loop), one query
+    row's attention over the cache, GELU, the final LayerNorm and the logits. Every value is rounded to
+    bfloat16 where GPT.forward rounds it, so the logits follow GPT.forward's to bfloat16 rounding (tested).
+    Pre-LayerNorm models (GPT-2) with biases and head sizes a multiple of 32, one row; `usable` says when.
+    """
 
     def __init__(self, model: GPT):
-        cfg = model.config
-        self.C, self.nh, self.eps = cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon
-        self.V = cfg.vocab_size
-        self.scale = 1 / math.sqrt(cfg.n_embd // cfg.n_head)
         from gpt2 import _gemv
 
-        self.attend = _gemv.attend
+        self.run = _gemv.step
+        cfg = model.config
+        self.V, self.padded_V, self.eps = cfg.vocab_size, cfg.padded_vocab_size, cfg.layer_norm_epsilon
+        self.keep: list[torch.Tensor] = []  # the tensors whose addresses the table holds
+
+        def address(p: torch.Tensor) -> int:
+            p = p.detach().contiguous()
+            self.keep.append(p)
+            return p.data_ptr()
+
         t = model.transformer
-        self.wte, self.wpe, self.ln_f = t.wte.weight, t.wpe.weight, t.ln_f
-        C = self.C
-        self.blocks = []
-        for b in t.h:
-            qkv = _Gemv(b.attn.c_attn.weight, b.attn.c_attn.bias)
-            self.blocks.append((
-                b.ln_1, qkv.rows(0, C), qkv.rows(C, 2 * C), qkv.rows(2 * C, 3 * C),
-                _Gemv(b.attn.c_proj.weight, b.attn.c_proj.bias), b.ln_2,
-                _Gemv(b.mlp.c_fc.weight, b.mlp.c_fc.bias), _Gemv(b.mlp.c_proj.weight, b.mlp.c_proj.bias),
-            ))
-        self.head = _Gemv(model.lm_head.weight, None)
+        table = [cfg.n_embd, cfg.n_head, cfg.n_layer, self.padded_V,
+                 address(t.wte.weight), address(t.wpe.weight), address(t.ln_f.weight), address(t.ln_f.bias)]
+        for b in t.h:  # the order of the block fields in gpt2/_gemv.c
+            for m in (b.ln_1, b.attn.c_attn, b.attn.c_proj, b.ln_2, b.mlp.c_fc, b.mlp.c_proj):
+                table += [address(m.weight), address(m.bias)]
+        self.table = torch.tensor(table, dtype=torch.int64)
 
     @staticmethod
     def usable(model: GPT, cache: KVCache) -> bool:
@@ -299,25 +291,12 @@ class _OneRowStep:
 
     def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
         """Logits (1, vocab_size) of the token after `token`, which takes position cache.length."""
-        C, nh, eps = self.C, self.nh, self.eps
-        hs, L, T = C // nh, cache.length, cache.max_len
-        x = self.wte[token] + self.wpe[L]
-        slot = 2 * L * hs  # byte offset of position L in a layer's (heads, T, hs) keys or values
-        layer_bytes = 2 * nh * T * hs
-        kp, vp = cache.k.data_ptr(), cache.v.data_ptr()
-        for i, (ln_1, q, k, v, proj, ln_2, fc, proj2) in enumerate(self.blocks):
-            h = F.layer_norm(x, (C,), ln_1.weight, ln_1.bias, eps)
-            k.into(h, kp + i * layer_bytes + slot, hs, T * hs)  # straight into the cache
-            v.into(h, vp + i * layer_bytes + slot, hs, T * hs)
-            y, query = torch.empty(C, dtype=torch.bfloat16), q(h)  # both alive until the kernel returns
-            layer = i * layer_bytes
-            self.attend(y.data_ptr(), query.data_ptr(), kp + layer, vp + layer, nh, hs, L + 1, T * hs, self.scale, _Gemv.threads)
-            x = proj(y, add=x)
-            h = F.layer_norm(x, (C,), ln_2.weight, ln_2.bias, eps)
-            x = proj2(F.gelu(fc(h), approximate="tanh"), add=x)
+        L = cache.length
+        logits = torch.empty(self.padded_V, dtype=torch.bfloat16)
+        self.run(self.table.data_ptr(), token, L, cache.k.data_ptr(), cache.v.data_ptr(), cache.max_len,
+                 logits.data_ptr(), self.eps, _Gemv.threads)
         cache.length = L + 1
-        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, eps)
-        return self.head(x)[: self.V].view(1, self.V)
+        return logits[: self.V].view(1, self.V)
 
 
 def _addmv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:

@@ -149,8 +149,9 @@ def tiny_bf16(seed=0, **overrides):
     return model.to(torch.bfloat16)
 
 
-def test_one_row_step_follows_the_model_forward():
-    model = tiny_bf16()
+@pytest.mark.parametrize("shape", [dict(), dict(n_embd=128, n_head=2, pad_vocab_to=64)])  # head size 32; 64, padding
+def test_one_row_step_follows_the_model_forward(shape):
+    model = tiny_bf16(**shape)
     prompt = torch.tensor([[5, 17, 42, 99, 3]])
     with torch.inference_mode():
         plain, fast = (KVCache(model.config, 1, 40, dtype=torch.bfloat16) for _ in range(2))
