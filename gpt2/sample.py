@@ -287,6 +287,7 @@ class _OneRowStep:
             cfg.norm == "pre" and cfg.bias and (not model.training or cfg.dropout == 0)
             and (cfg.n_embd // cfg.n_head) % 32 == 0
             and cache.k.dtype == torch.bfloat16 and cache.k.is_contiguous() and cache.k.shape[1] == 1
+            and all(p.dtype == torch.bfloat16 and p.device.type == "cpu" for p in model.parameters())
         )
 
     def __call__(self, token: int, cache: KVCache) -> torch.Tensor:

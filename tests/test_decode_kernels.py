@@ -180,6 +180,9 @@ def test_one_row_step_is_used_only_where_it_applies():
     assert not _OneRowStep.usable(tiny_bf16(norm="post"), cache)  # GPT-1: LayerNorm after each sub-block
     assert not _OneRowStep.usable(tiny_bf16(n_head=4), cache)  # head size 16
     assert not _OneRowStep.usable(tiny_bf16(bias=False), cache)
+    mixed = tiny_bf16()
+    mixed.transformer.ln_f.float()  # one module left in float32
+    assert not _OneRowStep.usable(mixed, cache)
     two_rows = KVCache(GPTConfig(n_layer=1, n_head=2, n_embd=64), 2, 8, dtype=torch.bfloat16)
     assert not _OneRowStep.usable(tiny_bf16(), two_rows)
 
