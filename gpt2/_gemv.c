@@ -491,8 +491,10 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
 #if HAVE_KERNEL
     if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
     const int64_t *t = (const int64_t *)table;
-    if (t[H_EMBD] % t[H_HEADS] != 0 || (t[H_EMBD] / t[H_HEADS]) % 32 != 0 || L < 0 || L >= T || token < 0)
-        return PyErr_Format(PyExc_ValueError, "step: head size must be a multiple of 32 and 0 <= position < cache length");
+    if (t[H_EMBD] % t[H_HEADS] != 0 || (t[H_EMBD] / t[H_HEADS]) % 32 != 0 || L < 0 || L >= T || token < 0 ||
+        token >= t[H_VOCAB])
+        return PyErr_Format(PyExc_ValueError, "step: head size must be a multiple of 32, 0 <= position < cache "
+                                              "length and 0 <= token < vocabulary");
     if (L + 1 > 2048) { /* attention scores on the heap: check once that they fit */
         void *probe = malloc(sizeof(float) * (size_t)(L + 17));
         if (!probe) return PyErr_NoMemory();

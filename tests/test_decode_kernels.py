@@ -174,6 +174,17 @@ def test_one_row_step_follows_the_model_forward(shape):
             torch.testing.assert_close(ours[:, :, :, :n].float(), theirs, rtol=0.03, atol=0.03 * theirs.abs().max().item())
 
 
+def test_one_row_step_rejects_a_token_or_position_outside_the_model():
+    model = tiny_bf16()
+    cache = KVCache(model.config, 1, 8, dtype=torch.bfloat16)
+    step = _OneRowStep(model)
+    with pytest.raises(ValueError, match="token < vocabulary"):
+        step(300, cache)
+    cache.length = 8  # full
+    with pytest.raises(ValueError, match="position < cache"):
+        step(1, cache)
+
+
 def test_one_row_step_is_used_only_where_it_applies():
     cache = KVCache(GPTConfig(n_layer=1, n_head=2, n_embd=64), 1, 8, dtype=torch.bfloat16)
     assert _OneRowStep.usable(tiny_bf16(), cache)
