@@ -331,16 +331,27 @@ static void run_job(int threads) {
     while (atomic_load_explicit(&finished, memory_order_acquire) < n_workers) _mm_pause();
 }
 
+/* attend_task keeps the scores of more than 2048 positions on the heap: check once that they fit */
+static int scores_fit(long positions) {
+    if (positions <= 2048) return 1;
+    void *probe = malloc(sizeof(float) * (size_t)(positions + 16));
+    int ok = probe != NULL;
+    free(probe);
+    return ok;
+}
+
 static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
 
 /* ------------------------------------------------------------------ a whole decode step */
 
+/* y = W x + bias (+ add) on up to `threads` threads; group <= 0: y contiguous (see the API above) */
 static void product(uint16_t *y, const uint16_t *w, const uint16_t *x, const uint16_t *bias, const uint16_t *add,
                     long n, long k, long group, long stride, int threads) {
+    /* one thread per 256 KiB of weights at least, so that small products stay on the caller's thread */
     long useful = (long)((2ull * n * k) >> 18) + 1;
     int t = threads < useful ? threads : (int)useful;
     long per = (n + (long)t * TASKS_PER_THREAD - 1) / ((long)t * TASKS_PER_THREAD);
-    per = (per + 3) & ~3L;
+    per = (per + 3) & ~3L; /* whole blocks of 4 rows */
     job = (Job){.task = rows_task, .tasks = (n + per - 1) / per, .rows_per_task = per, .y = y, .w = w, .x = x,
                 .bias = bias, .add = add, .n = n, .k = k, .group = group > 0 ? group : n, .stride = group > 0 ? stride : n};
     run_job(t);
@@ -426,22 +437,14 @@ static PyObject *py_gemv(PyObject *self, PyObject *args) {
     int threads;
     if (!PyArg_ParseTuple(args, "KKKKlli|Kll", &y, &w, &x, &bias, &n, &k, &threads, &add, &group, &stride))
         return NULL;
-    if (group <= 0) group = n, stride = n; /* contiguous */
 #if HAVE_KERNEL
     if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
     if (n <= 0 || k <= 0) Py_RETURN_NONE;
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&busy);
-    /* one thread per 256 KiB of weights at least, so that small products stay on the caller's thread */
-    long useful = (long)((2ull * n * k) >> 18) + 1;
-    int t = threads < useful ? threads : (int)useful;
-    long per = (n + (long)t * TASKS_PER_THREAD - 1) / ((long)t * TASKS_PER_THREAD);
-    per = (per + 3) & ~3L; /* whole blocks of 4 rows */
-    job = (Job){.task = rows_task, .tasks = (n + per - 1) / per, .rows_per_task = per, .y = (uint16_t *)y,
-                .w = (const uint16_t *)w, .x = (const uint16_t *)x, .bias = (const uint16_t *)bias,
-                .add = (const uint16_t *)add, .n = n, .k = k, .group = group, .stride = stride};
-    run_job(t);
+    product((uint16_t *)y, (const uint16_t *)w, (const uint16_t *)x, (const uint16_t *)bias, (const uint16_t *)add, n,
+            k, group, stride, threads);
     pthread_mutex_unlock(&busy);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -462,11 +465,7 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
     if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
     if (head_dim % 32 != 0 || positions < 1 || heads < 1)
         return PyErr_Format(PyExc_ValueError, "attend: head_dim must be a multiple of 32 and positions, heads >= 1");
-    if (positions > 2048) { /* the scores of a head then live on the heap: check once that they fit */
-        void *probe = malloc(sizeof(float) * (size_t)(positions + 16));
-        if (!probe) return PyErr_NoMemory();
-        free(probe);
-    }
+    if (!scores_fit(positions)) return PyErr_NoMemory();
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&busy);
@@ -495,11 +494,7 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
         token >= t[H_VOCAB])
         return PyErr_Format(PyExc_ValueError, "step: head size must be a multiple of 32, 0 <= position < cache "
                                               "length and 0 <= token < vocabulary");
-    if (L + 1 > 2048) { /* attention scores on the heap: check once that they fit */
-        void *probe = malloc(sizeof(float) * (size_t)(L + 17));
-        if (!probe) return PyErr_NoMemory();
-        free(probe);
-    }
+    if (!scores_fit(L + 1)) return PyErr_NoMemory();
     int rc;
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS

@@ -114,14 +114,15 @@ class _PackedLinears:
     measured fastest for them on a CPU, instead of PyTorch's general matmul path:
 
     - float32: MKL's packed sgemm, with the weight prepacked once for the batch size;
-    - bfloat16 / float16: oneDNN with the weight prepacked into its blocked layout; for a single row,
-      whichever of that and PyTorch's own matrix-vector kernel (`addmv`) is faster here, timed once
+    - bfloat16, one row, x86 CPU with AVX512-BF16 and gpt2._gemv compiled: that kernel (`_Gemv`);
+    - bfloat16 / float16 otherwise: oneDNN with the weight prepacked into its blocked layout; for a single
+      row, whichever of that and PyTorch's own matrix-vector kernel (`addmv`) is faster here, timed once
       (both give bit-identical results, checked before choosing, so the choice never changes an output).
 
     Prepacking is what torch.compile's "freezing" does for CPU inference, without the compile time.
     The packed copies (as large as the weights) are kept with the model for the next call while its
-    weights are unchanged. Results equal the plain path up to float rounding (bit-identical for the
-    16-bit kernels). Anywhere else (a GPU, a build without MKL / oneDNN) it does nothing.
+    weights are unchanged. Results equal the plain path up to float rounding (bit-identical for oneDNN's
+    and addmv's 16-bit kernels; the AVX512-BF16 one rounds as they do but may sum in another order). Anywhere else (a GPU, a build without MKL / oneDNN) it does nothing.
     """
 
     _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, forwards, kernel)
@@ -368,7 +369,7 @@ def _decode(
             if own_threads:
                 torch.set_num_threads(1)
             step = None
-            if packed is not None and packed.kernel == "bf16-gemv" and mask is None and _OneRowStep.usable(model, cache):
+            if own_threads and mask is None and _OneRowStep.usable(model, cache):
                 step = _OneRowStep(model)
             for s in range(span):
                 tok = pick(logits)  # (B,)
