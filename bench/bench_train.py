@@ -5,8 +5,11 @@ process, the same random token batches for both, AdamW (fused, lr 6e-4, betas
 0.9/0.95, weight decay 0.1), gradient clipping at 1.0, in bfloat16 autocast and
 in float32. Ours is exactly what `gpt2 train` runs (gpt2.train.LMLoss with the
 chunked loss, padded vocabulary, parameter groups; `--compile` adds
-torch.compile); the peer is Hugging Face's model with its own loss
-(`labels=`), SDPA attention. Steps of the two alternate, so both see the same
+torch.compile); the peers are Hugging Face's model with its own loss
+(`labels=`), SDPA attention, and a nanoGPT-style loop (the textbook
+formulation written out below: plain modules, SDPA, the full logits into
+F.cross_entropy, the same optimizer), which the issue that set the targets
+also measured. Steps of the two alternate, so both see the same
 machine load; the figure is the median step time after warm-up, with the best
 step in brackets. MFU uses the same FLOP count for both (gpt2.train.flops_per_token)
 over the bfloat16 (or float32) matmul peak measured here, on the same threads.
@@ -18,12 +21,15 @@ over the bfloat16 (or float32) matmul peak measured here, on the same threads.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
 import time
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -50,6 +56,56 @@ def huggingface(seq: int):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     return model, opt, lambda x, y: model(input_ids=x, labels=x).loss  # HF shifts the labels itself
+
+
+class _PlainBlock(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc, self.out = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.heads, -1).transpose(1, 2) for t in self.qkv(self.ln_1(x)).split(C, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
+
+
+class _PlainGPT(nn.Module):
+    """The nanoGPT-style formulation: logits for every position, then F.cross_entropy."""
+
+    def __init__(self, seq: int, vocab: int = 50304, width: int = 768, layers: int = 12, heads: int = 12):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, width), nn.Embedding(seq, width)
+        self.blocks = nn.ModuleList(_PlainBlock(width, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.wte.weight
+        for name, p in self.named_parameters():  # GPT-2's initialisation, as nanoGPT has it
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * layers) if name.endswith(("proj.weight", "out.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def plain(seq: int):
+    torch.manual_seed(0)
+    model = _PlainGPT(max(seq, 1024))
+    groups = [
+        {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), fused=True)
+    return model, opt, model
 
 
 def make_step(model, opt, loss_fn, dtype):
@@ -88,7 +144,7 @@ def main() -> None:
     for seq in args.seq:
         for dname in args.dtypes:
             dtype = getattr(torch, dname)
-            contenders = {"ours": ours(seq, False), "HF": huggingface(seq)}
+            contenders = {"ours": ours(seq, False), "HF": huggingface(seq), "nanoGPT-style": plain(seq)}
             if args.compile:
                 contenders["ours+compile"] = ours(seq, True)
             steps = {name: make_step(*c, dtype) for name, c in contenders.items()}
@@ -115,6 +171,8 @@ def main() -> None:
             print(f"\nT={seq} B={args.batch} {dname} ({time.perf_counter() - t0:.0f} s):")
             for name, (tps, tps_best, mfu) in result.items():
                 ratio = f"  {tps / result['HF'][0]:.2f}x HF" if name != "HF" else ""
+                if name.startswith("ours"):
+                    ratio += f", {tps / result['nanoGPT-style'][0]:.2f}x nanoGPT-style"
                 print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}%{ratio}")
             del contenders, steps
     # the machine is shared: measure the peak again at the end and keep the better figure

@@ -88,9 +88,11 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """The next token (B,) for logits (B, V): argmax when temperature is 0, else a draw from `generator`."""
+    """The next token (B,) for logits (B, V): argmax when temperature is 0, else a draw from `generator`,
+    or with one generator per row, row i's draw from generator[i] (then a row's tokens do not depend
+    on the other rows of its batch)."""
     if temperature == 0:
         if logits.device.type == "cpu":
             # PyTorch's CPU argmax over a 50,257-wide row takes ~0.3 ms, NumPy's vectorised one ~0.02 ms
@@ -99,6 +101,11 @@ def sample_next(
             return torch.from_numpy((x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy().argmax(-1))
         return logits.argmax(dim=-1)
     probs, ids = candidates(logits, temperature, top_k, top_p)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} generators for {probs.shape[0]} rows; give one per row")
+        choice = torch.cat([torch.multinomial(p[None].to(g.device), 1, generator=g).to(logits.device) for p, g in zip(probs, generator)])
+        return (choice if ids is None else ids.gather(-1, choice)).squeeze(-1)
     if generator is not None and generator.device != probs.device:
         probs = probs.to(generator.device)  # draw where the generator lives, so a seed means the same everywhere
     choice = torch.multinomial(probs, 1, generator=generator).to(logits.device)  # (B, 1)
@@ -442,7 +449,7 @@ def iter_tokens(
     stop_ids: Collection[int] = (),
     stop_strings: Sequence[str] = (),
     tokenizer=None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     vocab_size: int | None = None,
     fast: bool = True,
 ) -> Iterator[list[int | None]]:
@@ -496,7 +503,7 @@ def generate(
     stop_ids: Collection[int] = (),
     stop_strings: Sequence[str] = (),
     tokenizer=None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     vocab_size: int | None = None,
     fast: bool = True,
     progress: bool | None = False,
@@ -506,7 +513,8 @@ def generate(
     temperature 0 is greedy decoding; otherwise tokens are drawn from the softmax
     of logits / temperature, restricted to the `top_k` most likely tokens and to
     the nucleus of probability `top_p`, with `generator` (a seeded
-    torch.Generator makes the result reproducible). A sequence ends at any of
+    torch.Generator makes the result reproducible; a list of one per prompt
+    makes each prompt's result independent of the others in the batch). A sequence ends at any of
     `stop_ids` (not included) or once its text contains one of `stop_strings`
     (needs `tokenizer`; the stop string and what follows are cut off, with the
     token that straddles its start). `vocab_size` restricts sampling to ids below it.

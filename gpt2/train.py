@@ -572,6 +572,8 @@ class Trainer:
         self.step_count = int(state["step"])
         self.tokens = int(state["tokens"])
         self.nonfinite = int(state["nonfinite"])
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.best_val = state.get("best_val_loss")
         self.elapsed = float(state.get("elapsed", 0.0))
         self.loader.load_state_dict(state["data"])
@@ -759,6 +761,7 @@ class Trainer:
                 "tokens": self.tokens,
                 "data": self.loader.state_dict(),
                 "nonfinite": self.nonfinite,
+                "grad_scaler": self.scaler.state_dict() if self.scaler else None,  # float16's loss scale
                 "val_loss": val,
                 "best_val_loss": self.best_val,
                 "elapsed": self.elapsed + self.session_seconds(),

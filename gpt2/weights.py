@@ -607,16 +607,59 @@ def _openai_name(ours: str) -> str:
 # loading any layout
 
 
+def _load_checkpoint(directory: Path, device, dtype, pad_vocab_to) -> GPT:
+    """The weights of a training checkpoint (gpt2.checkpoint): model.safetensors + state.json's model_config."""
+    from gpt2 import checkpoint
+
+    state = _read_json(directory / "state.json")
+    if state.get("format") != checkpoint.FORMAT or not isinstance(state.get("model_config"), dict):
+        raise GPT2Error(f"{directory / 'state.json'} is not the state of a {checkpoint.FORMAT} (no model_config)")
+    config = _config_from(state["model_config"], directory / "state.json")
+    weights = _load_safetensors(directory / WEIGHTS)
+    config = _repad(config, weights, pad_vocab_to)
+    return _build(config, weights, device, dtype, str(directory / WEIGHTS))
+
+
+def _checkpoint_tokenizer(directory: Path) -> Tokenizer | None:
+    """The tokenizer a checkpoint was trained with: the one `gpt2 prepare` stored beside the token shards."""
+    try:
+        data_dir = json.loads((directory / "state.json").read_text(encoding="utf-8"))["config"]["data"]["dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    found = Path(data_dir) / "tokenizer"
+    return Tokenizer.load(found) if found.is_dir() else None
+
+
+def resolve_run(directory: Path) -> Path:
+    """A training run's folder stands for its exported model (OUT/model), or while it trains for its newest checkpoint."""
+    from gpt2 import checkpoint
+
+    if (directory / MODEL_JSON).is_file() or not (directory / "checkpoints").is_dir():
+        return directory
+    if (directory / "model" / MODEL_JSON).is_file():
+        log.info("%s is a training run: loading its exported model, %s", directory, directory / "model")
+        return directory / "model"
+    newest = checkpoint.latest(directory / "checkpoints")
+    if newest is None:
+        raise GPT2Error(f"{directory} is a training run without a finished checkpoint yet; train longer or give another model")
+    log.info("%s is a training run without an exported model: loading its newest checkpoint, %s", directory, newest)
+    return newest
+
+
 def detect_layout(directory: Path) -> str:
-    """'gpt2' (this project), 'hf' (Hugging Face) or 'openai' (OpenAI's TF release), from the files present."""
+    """'gpt2' (this project), 'checkpoint' (a training checkpoint of this project), 'hf' (Hugging Face)
+    or 'openai' (OpenAI's TF release), from the files present."""
     if (directory / MODEL_JSON).is_file():
         return "gpt2"
+    if (directory / "state.json").is_file() and (directory / WEIGHTS).is_file():
+        return "checkpoint"
     if (directory / "config.json").is_file():
         return "hf"
     if (directory / "hparams.json").is_file():
         return "openai"
     raise GPT2Error(
-        f"{directory} holds no model: expected {MODEL_JSON} + {WEIGHTS} (this project), config.json + "
+        f"{directory} holds no model: expected {MODEL_JSON} + {WEIGHTS} (this project; or a training run's folder, "
+        f"or one of its checkpoints/step_N), config.json + "
         f"model.safetensors or pytorch_model.bin (Hugging Face), or hparams.json + model.ckpt.* (OpenAI)"
     )
 
@@ -637,13 +680,17 @@ def load_model(
         if path.name not in (MODEL_JSON, WEIGHTS, "config.json", "pytorch_model.bin", "hparams.json"):
             raise GPT2Error(f"{path} is a file; give the directory that holds the model")
         path = path.parent
+    path = resolve_run(path)
     layout = detect_layout(path)
-    loader = {"gpt2": _load_own, "hf": _load_hf, "openai": _load_openai}[layout]
+    loader = {"gpt2": _load_own, "checkpoint": _load_checkpoint, "hf": _load_hf, "openai": _load_openai}[layout]
     model = loader(path, device, dtype, pad_vocab_to)
     model.eval()
     tokenizer = None
     if any((path / f).is_file() for f in ("bpe.json", "encoder.json", "vocab.json")):
         tokenizer = Tokenizer.load(path)
+    elif layout == "checkpoint":
+        tokenizer = _checkpoint_tokenizer(path)
+    if tokenizer is not None:
         if tokenizer.n_vocab > model.config.vocab_size:
             raise GPT2Error(
                 f"the tokenizer in {path} has {tokenizer.n_vocab} tokens but the model only {model.config.vocab_size}; "

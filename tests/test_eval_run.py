@@ -55,7 +55,8 @@ def test_results_and_report(gpt2_tokenizer, tmp_path):
 
     md = (tmp_path / "run" / "report.md").read_text()
     assert "| Model | LAMBADA (PPL) | LAMBADA (ACC) | CBT-CN (ACC) | CBT-NE (ACC) | WikiText2 (PPL) | PTB (PPL) |" in md
-    assert "| 117M *paper* | 35.13 | 45.99 | 87.65 | 83.40 | 29.41 | 65.85 | 1.16 | 1.17 | 37.50 | 75.20 |" in md
+    assert "| 117M *paper* | 35.13 | 45.99 | 87.65 | 83.4 | 29.41 | 65.85 | 1.16 | 1.17 | 37.50 | 75.20 |" in md
+    assert "| 762M *paper* | 10.87 | 60.12 | 93.45 | 88.0 | 19.93 | 40.31 | 0.97 | 1.02 | 22.05 | 44.575 |" in md  # as printed
     assert "| 1542M *paper* | 8.63 | 63.24 | 93.30 | 89.05 | 18.34 | 35.76 | 0.93 | 0.98 | 17.48 | 42.16 |" in md
     ppl = report._fmt(saved["tasks"]["lambada"]["metrics"][3]["value"])
     wt2 = report._fmt(saved["tasks"]["wikitext2"]["metrics"][0]["value"])

@@ -37,10 +37,11 @@ def hf_generate(hf):
 
     def generate(model, prompts, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, stop_ids=(), generator=None):
         out = []
-        for p in prompts:
+        for i, p in enumerate(prompts):
             kwargs = dict(do_sample=False) if temperature == 0 else dict(do_sample=True, top_k=top_k or 0, temperature=temperature)
             if temperature:
-                torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+                g = generator[i] if isinstance(generator, list) else generator
+                torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
             with torch.no_grad():
                 ids = hf.generate(torch.tensor([p]), max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids) or None, pad_token_id=0, **kwargs)
             out.append(ids[0, len(p) :].tolist())
@@ -84,9 +85,14 @@ def hf_document_nll(hf, ids: list[int], stride: int) -> float:
 @pytest.mark.parametrize("task, source, path, detok", [
     ("wikitext2", "wikitext2-test", SHARED / "wikitext2_tokens" / "wiki.test.tokens", detokenize.wikitext),
     ("ptb", "ptb-test", SHARED / "ptb" / "ptb.test.txt", detokenize.ptb),
+    ("wikitext103", "wikitext103-test", None, detokenize.wikitext),
 ])
 def test_word_level_perplexity(models, gpt2_tokenizer, tmp_path, task, source, path, detok):
     hf, _ = models
+    if path is None:  # WikiText-103's test articles are WikiText-2's (only the <unk>s differ): its file stands in
+        path = tmp_path / "wikitext-103" / "wiki.test.tokens"
+        path.parent.mkdir()
+        path.write_bytes((SHARED / "wikitext2_tokens" / "wiki.test.tokens").read_bytes())
     ctx = context(models, gpt2_tokenizer, {source: path}, tmp_path, limit=25, windows=["disjoint", "sliding"], stride=96)
     out = getattr(language_modeling, task)(ctx)
     original = "".join(read_text(path).splitlines(keepends=True)[:25])
@@ -196,6 +202,12 @@ def test_cbt_against_transformers(models, gpt2_tokenizer, tmp_path):
         want = hf_pick(hf, gpt2_tokenizer, detokenize.cbt(" ".join(ex.context)),
                        [" " + detokenize.cbt(ex.query.replace("XXXXX", c)) for c in ex.candidates])
         assert sample["pick"] == want
+
+
+def test_share_common_start_moves_only_what_all_candidates_share():
+    assert cloze.share_common_start([9], [[1, 2, 3], [1, 2, 4, 5], [1, 2, 3, 6]]) == ([9, 1, 2], [[3], [4, 5], [3, 6]])
+    assert cloze.share_common_start([9], [[1, 2], [1, 2]]) == ([9, 1], [[2], [2]])  # each keeps a token to score
+    assert cloze.share_common_start([9], [[1], [2, 3]]) == ([9], [[1], [2, 3]])
 
 
 def test_wsc_against_transformers(models, gpt2_tokenizer, tmp_path):
@@ -347,6 +359,23 @@ def test_cnndm_summaries_and_baselines(models, gpt2_tokenizer, tmp_path):
     assert out.details["articles_cut"] == 1  # the article is longer than the tiny model's 256-token context
     again = generation.cnndm(context(models, gpt2_tokenizer, files, tmp_path, limit=1, seed=3))
     assert [x["summary"] for x in again.samples] == summaries  # seeded sampling: reproducible
+
+
+def test_cnndm_samples_do_not_depend_on_the_batching(models, gpt2_tokenizer, tmp_path):
+    """Each article draws from its own seeded generator, so --batch-tokens changes nothing (gpt2.sample.generate)."""
+    from gpt2.sample import generate
+
+    _, ours = models
+    root = SHARED / "cnn_dailymail_sample"
+    files = {"cnndm-stories": root / "cnn_stories", "cnndm-test-urls": root / "abisee_url_lists" / "all_test.txt"}
+    runs = []
+    for batch_tokens in (256, 4096):  # one article per batch, then all three in one
+        cfg = EvalConfig(model="tiny", out=tmp_path, limit=3, seed=5, batch_tokens=batch_tokens)
+        ctx = Context(ours, gpt2_tokenizer, Scorer(ours, batch_tokens=2048), files, cfg, generate, progress=False)
+        runs.append(generation.cnndm(ctx).samples)
+    assert [x["summary"] for x in runs[0]] == [x["summary"] for x in runs[1]]
+    assert [x["no_hint"] for x in runs[0]] == [x["no_hint"] for x in runs[1]]
+    assert len({x["summary"] for x in runs[0]}) == 3
 
 
 # ----------------------------------------------------------------------------- the full real files (slow)

@@ -308,7 +308,18 @@ def test_run_writes_metrics_tensorboard_plot_and_model(tiny_data, tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["n_layer"] == 2 and run["dataset"] == json.loads((tiny_data / "manifest.json").read_text())["fingerprint"]
     assert "n_layer = 2" in (out / "config.toml").read_text()
-    assert (out / "model").is_dir()
+    # the exported model, a checkpoint and the run's folder all load (for gpt2 eval / sample), with the tokenizer
+    from gpt2.weights import load_model
+
+    exported, tok = load_model(out / "model")
+    from_checkpoint, ck_tok = load_model(out / "checkpoints" / "step_0000008")
+    from_run, _ = load_model(out)
+    (out / "model").rename(out / "exported")
+    from_run_without_export, _ = load_model(out)  # then the newest checkpoint stands for the run
+    for name, tensor in exported.state_dict().items():
+        for other in (from_checkpoint, from_run, from_run_without_export):
+            assert torch.equal(other.state_dict()[name], tensor), name
+    assert ck_tok is not None and ck_tok.encode("To be, or not") == tok.encode("To be, or not")
 
 
 def test_held_out_loss_and_bits_per_byte_recomputed(tiny_data, tmp_path):
@@ -376,9 +387,11 @@ c._save_tensors = save_tensors
 
 
 def test_resume_after_kill_9_is_bit_identical(tiny_data, tmp_path):
-    straight = tiny_config(tiny_data, tmp_path / "straight")
+    # bfloat16 autocast, 2 micro-batches of accumulation per step and dropout: every state resume must restore
+    exact = dict(dtype="bfloat16", global_batch_tokens=2 * 4 * 32)
+    straight = tiny_config(tiny_data, tmp_path / "straight", **exact)
     Trainer(straight).run()
-    cfg = tiny_config(tiny_data, tmp_path / "killed")
+    cfg = tiny_config(tiny_data, tmp_path / "killed", **exact)
     flag = tmp_path / "stalled"
     proc = run_train_cli(cfg, tmp_path, wrapper=STALL_AFTER_STEP.format(stall=6, flag=str(flag)))
     wait_for(flag, proc)
@@ -394,6 +407,17 @@ def test_resume_after_kill_9_is_bit_identical(tiny_data, tmp_path):
     # the metrics of the lost steps were replaced, not duplicated
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [json.loads(line)["step"] for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_float16_loss_scale_is_checkpointed_and_restored(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "run", dtype="float16", max_steps=4)
+    trainer = Trainer(cfg)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=2)  # a scale that moves in 4 steps
+    trainer.run()
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step_0000004" / "state.json").read_text())["grad_scaler"]
+    assert saved["scale"] == 4096.0 and saved["growth_interval"] == 2  # 1024 doubled after steps 2 and 4
+    resumed = Trainer(tiny_config(tiny_data, tmp_path / "run", dtype="float16", max_steps=6, resume=True))
+    assert resumed.scaler.state_dict() == saved
 
 
 def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tiny_data, tmp_path):

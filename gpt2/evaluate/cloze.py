@@ -99,17 +99,34 @@ def lambada(ctx: Context) -> TaskOutput:
 # Children's Book Test
 
 
+def share_common_start(context: list[int], continuations: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Move the tokens that every continuation starts with into the context (each keeps at least one).
+
+    Their log-probability is the same for every continuation, so a comparison
+    of totals picks the same candidate, and the words before the candidate are
+    run once instead of once per candidate (the scorer caches a shared context).
+    """
+    first, n = continuations[0], 0
+    shortest = min(len(c) for c in continuations)
+    while n < shortest - 1 and all(c[n] == first[n] for c in continuations):
+        n += 1
+    return context + first[:n], [c[n:] for c in continuations]
+
+
 def _cbt(ctx: Context, source: str, title: str) -> TaskOutput:
     examples = ctx.limited(D.load_cbt(ctx.files[source]))
     requests, answers = [], []
     contexts = ctx.encode([detokenize.cbt(" ".join(ex.context)) for ex in examples])
     for ex, context in zip(examples, contexts):
         # the query sentence with each candidate in place of XXXXX, scored after the 20 context sentences
-        requests.append((context, ctx.encode([" " + detokenize.cbt(ex.query.replace("XXXXX", c)) for c in ex.candidates])))
+        # (the query's words before XXXXX, the same for every candidate, join the context)
+        queries = ctx.encode([" " + detokenize.cbt(ex.query.replace("XXXXX", c)) for c in ex.candidates])
+        requests.append(share_common_start(context, queries))
         answers.append(ex.answer)
     scores = ctx.scorer.score(requests, desc=title)
     picks = [_argmax([s.total for s in row]) for row in scores]
-    metrics = [Metric("acc", "accuracy", "candidate whose query sentence has the highest total log-probability given the 20 context sentences",
+    metrics = [Metric("acc", "accuracy", "candidate whose query sentence has the highest total log-probability given the 20 context sentences "
+                      "(the words before the candidate, common to all, are left out of the totals)",
                       _pct(p == a for p, a in zip(picks, answers)), "%")]
     tokens = sum(s.n_tokens for row in scores for s in row)
     return TaskOutput(metrics, len(examples), tokens, {}, [{"pick": p, "answer": a} for p, a in zip(picks, answers)])
@@ -160,7 +177,7 @@ def wsc273(ctx: Context) -> TaskOutput:
     full_requests, partial_requests = [], []
     for s in schemas:
         parts = [substitute(s, c) for c in s.candidates]
-        full_requests.append((eot, ctx.encode([h + t for h, t in parts])))
+        full_requests.append(share_common_start(eot, ctx.encode([h + t for h, t in parts])))
         # partial: the rest of the sentence, once after each candidate
         for head, tail in zip(ctx.encode([h for h, _ in parts]), ctx.encode([t for _, t in parts])):
             partial_requests.append((head, [tail]))
@@ -172,7 +189,8 @@ def wsc273(ctx: Context) -> TaskOutput:
     metrics = [
         Metric("acc-partial", "accuracy", "partial scoring: log-prob of the words after the candidate, given the sentence up to it",
                _pct(p == a for p, a in zip(partial_picks, answers)), "%"),
-        Metric("acc-full", "accuracy", "full scoring: log-prob of the whole sentence with the candidate substituted",
+        Metric("acc-full", "accuracy", "full scoring: log-prob of the whole sentence with the candidate substituted "
+               "(the words before the candidates, common to both, are left out of the totals)",
                _pct(p == a for p, a in zip(full_picks, answers)), "%"),
     ]
     tokens = sum(x.n_tokens for row in full for x in row) + sum(x.n_tokens for x in partial)

@@ -44,12 +44,14 @@ def _newline_ids(tokenizer) -> list[int]:
 
 
 def generate_batched(
-    ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end", **sampling
+    ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end", seed: int | None = None, **sampling
 ) -> tuple[list[list[int]], int]:
     """Generate for every prompt, in batches of similar length; returns (new tokens per prompt, prompts cut).
 
     A prompt longer than `block_size - max_new_tokens` keeps its last tokens
-    (`keep="end"`) or its first ones (`keep="start"`).
+    (`keep="end"`) or its first ones (`keep="start"`). With `seed`, prompt i
+    samples from its own generator seeded with seed + i, so its result does not
+    depend on how prompts are batched (--batch-tokens).
     """
     if ctx.generate is None:
         raise GPT2Error("generation tasks need gpt2.sample.generate, which this installation of gpt2 lacks")
@@ -73,6 +75,8 @@ def generate_batched(
             rows = max(1, ctx.config.batch_tokens // (len(fitted[order[i]]) + max_new_tokens))
             batch = order[i : i + rows]
             i += len(batch)
+            if seed is not None:
+                sampling["generator"] = [torch.Generator().manual_seed(seed + k) for k in batch]
             new = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, **sampling)
             for k, tokens in zip(batch, new):
                 out[k] = [int(t) for t in tokens]
@@ -151,10 +155,10 @@ def cnndm(ctx: Context) -> TaskOutput:
     hint = ctx.encode(["\nTL;DR:"])[0]
     room = ctx.scorer.block_size - CNNDM_NEW_TOKENS - len(hint)
     sampling = dict(temperature=1.0, top_k=CNNDM_TOP_K, stop_ids=(ctx.eot,))
-    g = torch.Generator().manual_seed(ctx.config.seed)
+    seed = ctx.config.seed
     # the article keeps its beginning so that the hint follows it
-    with_hint, _ = generate_batched(ctx, [a[:room] + hint for a in articles], CNNDM_NEW_TOKENS, desc="CNN/DM TL;DR", generator=g, **sampling)
-    no_hint, _ = generate_batched(ctx, [a[:room] for a in articles], CNNDM_NEW_TOKENS, desc="CNN/DM no hint", generator=g, **sampling)
+    with_hint, _ = generate_batched(ctx, [a[:room] + hint for a in articles], CNNDM_NEW_TOKENS, desc="CNN/DM TL;DR", seed=seed, **sampling)
+    no_hint, _ = generate_batched(ctx, [a[:room] for a in articles], CNNDM_NEW_TOKENS, desc="CNN/DM no hint", seed=seed, **sampling)
     cut = sum(len(a) > room for a in articles)
     decode = ctx.tokenizer.decode
     summaries = [first_sentences(decode([t for t in n if t != ctx.eot])) for n in with_hint]
