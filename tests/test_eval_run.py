@@ -91,6 +91,38 @@ def test_interrupted_run_resumes_from_the_cache(gpt2_tokenizer, tmp_path, monkey
         assert resumed["tasks"][name]["metrics"] == reference["tasks"][name]["metrics"]
 
 
+def test_an_interrupted_generation_task_resumes_at_its_next_prompt(gpt2_tokenizer, tmp_path):
+    from gpt2.sample import generate
+
+    def settings(out):  # Natural Questions, several small batches of prompts
+        return config(out, tasks=["nq"], nq_shots=2, limit=10, batch_tokens=200)
+
+    reference = evaluate(tiny(), gpt2_tokenizer, settings(tmp_path / "reference"), generate=generate, progress=False)
+    calls = []
+
+    def interrupted(model, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return generate(model, prompts, *args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny(), gpt2_tokenizer, settings(tmp_path / "run"), generate=interrupted, progress=False)
+    (partial,) = (tmp_path / "run" / "tasks").glob("nq-*.partial.jsonl")
+    assert len(partial.read_text().splitlines()) == calls[0] + calls[1]
+    rerun = []
+
+    def counted(model, prompts, *args, **kwargs):
+        rerun.append(len(prompts))
+        return generate(model, prompts, *args, **kwargs)
+
+    resumed = evaluate(tiny(), gpt2_tokenizer, settings(tmp_path / "run"), generate=counted, progress=False)
+    assert sum(rerun) == reference["tasks"]["nq"]["n_examples"] - calls[0] - calls[1]  # only the prompts not done
+    assert resumed["tasks"]["nq"]["metrics"] == reference["tasks"]["nq"]["metrics"]
+    samples = [p.read_text() for d in ("reference", "run") for p in (tmp_path / d / "tasks").glob("nq-*.samples.jsonl")]
+    assert samples[0] == samples[1] and not partial.exists()
+
+
 def test_new_settings_get_new_cache_entries_and_force_recomputes(gpt2_tokenizer, tmp_path, monkeypatch):
     out = tmp_path / "run"
     evaluate(tiny(), gpt2_tokenizer, config(out, tasks=["lambada"]), progress=False)

@@ -17,10 +17,13 @@ evaluation file, which are then not scored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import random
 import sys
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -67,9 +70,11 @@ def generate_batched(
         fitted.append(p)
     if ctx.tokenizer.n_vocab < ctx.model.config.vocab_size:
         sampling["vocab_size"] = ctx.tokenizer.n_vocab  # never produce ids the tokenizer cannot decode
-    order = sorted(range(len(fitted)), key=lambda i: -len(fitted[i]))
     out: list[list[int]] = [[] for _ in fitted]
-    with tqdm(total=len(fitted), desc=desc, unit="prompt", file=sys.stderr, disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
+    done = _resume(ctx.partial, desc, fitted, out)
+    order = sorted((i for i in range(len(fitted)) if i not in done), key=lambda i: -len(fitted[i]))
+    with tqdm(total=len(fitted), initial=len(done), desc=desc, unit="prompt", file=sys.stderr,
+              disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
         i = 0
         while i < len(order):
             rows = max(1, ctx.config.batch_tokens // (len(fitted[order[i]]) + max_new_tokens))
@@ -80,8 +85,38 @@ def generate_batched(
             new = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, **sampling)
             for k, tokens in zip(batch, new):
                 out[k] = [int(t) for t in tokens]
+            if ctx.partial is not None:
+                with open(ctx.partial, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps({"desc": desc, "prompt": k, "id": _prompt_id(fitted[k]), "new": out[k]}) + "\n" for k in batch)
             bar.update(len(batch))
     return out, cut
+
+
+def _prompt_id(tokens: list[int]) -> str:
+    return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()[:16]
+
+
+def _resume(partial: Path | None, desc: str, prompts: list[list[int]], out: list[list[int]]) -> set[int]:
+    """Fill `out` with what an interrupted run of this task wrote to `partial`; return those prompts' indices.
+
+    A line is taken only if its prompt is still the prompt at that index (same tokens); the
+    last line of a killed run may be cut short and is skipped.
+    """
+    done: set[int] = set()
+    if partial is None or not partial.exists():
+        return done
+    for line in partial.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+            k = r["prompt"]
+            if r["desc"] == desc and 0 <= k < len(prompts) and r["id"] == _prompt_id(prompts[k]):
+                out[k] = [int(t) for t in r["new"]]
+                done.add(k)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if done:
+        log.info("%s: %d of %d prompts done by an earlier run (%s)", desc, len(done), len(prompts), partial)
+    return done
 
 
 def _first_line(ctx: Context, tokens: list[int]) -> list[int]:

@@ -155,6 +155,9 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
         settings = {s: getattr(cfg, s) for s in task.settings}
         key = cache_key(name, model_fp, tok_fp, [resolved[s].sha256 for s in task.sources], settings, info["dtype"])
         path = out / "tasks" / f"{name}-{key}.json"
+        partial = path.with_suffix(".partial.jsonl")  # generation tasks' finished prompts, kept until the task ends
+        if cfg.force:
+            partial.unlink(missing_ok=True)
         if path.exists() and not cfg.force:
             record = json.loads(path.read_text(encoding="utf-8"))
             record["cached"] = True
@@ -164,6 +167,8 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
             run = getattr(importlib.import_module(module), func)
             tokens_before = scorer.tokens_run
             t0 = time.perf_counter()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ctx.partial = partial
             output: TaskOutput = run(ctx)
             seconds = time.perf_counter() - t0
             record = {
@@ -183,6 +188,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
             if output.samples:
                 _write_atomic(path.with_suffix(".samples.jsonl"), "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in output.samples))
             _write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+            partial.unlink(missing_ok=True)
             record["cached"] = False
         task_results[name] = record
         log.info("%s: %s (%d examples, %.1f s)", name, report.summary(record), record["n_examples"], record["seconds"])

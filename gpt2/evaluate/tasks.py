@@ -111,6 +111,8 @@ class Context:
     generate: Callable | None = None
     """gpt2.sample.generate or a function with its signature (generation tasks only)"""
     progress: bool | None = None
+    partial: Path | None = None
+    """where generation tasks append each finished prompt's tokens, so an interrupted task resumes there"""
 
     @property
     def eot(self) -> int:
