@@ -71,6 +71,19 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def incomplete(root: Path) -> list[Path]:
+    """step_N directories under `root` that lack one of the checkpoint's files (damaged by hand: saves are atomic)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir() and missing_file(p)]
+    return [p for _, p in sorted(found)]
+
+
+def missing_file(path: Path) -> str | None:
+    return next((f for f in FILES if not (Path(path) / f).is_file()), None)
+
+
 def latest(root: Path) -> Path | None:
     """The newest complete checkpoint under `root`, or None."""
     found = list_checkpoints(root)

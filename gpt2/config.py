@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -121,6 +122,19 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def check_output_file(path: Path | None, force: bool, flag: str = "--output") -> None:
+    """Refuse, before any work, an output file that exists (unless `force`), is a directory, or has no folder."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise ConfigError(f"{flag} {path} exists; pass --force to replace it, or choose another file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: the folder {path.parent} does not exist")
+
+
 # ----------------------------------------------------------------------------
 # dict <-> dataclass
 
@@ -147,7 +161,14 @@ def from_dict(cls: type, data: dict[str, Any], source: str = "config", prefix: s
                 raise ConfigError(f"{where} must be a table of settings, got {section!r}")
             kwargs[name] = from_dict(tp, section, source, prefix=f"{prefix}{name}.")
         elif name in data:
-            kwargs[name] = _coerce(data[name], tp, where)
+            value = kwargs[name] = _coerce(data[name], tp, where)
+            if isinstance(value, float) and math.isnan(value):
+                raise ConfigError(f"{where} must be a number, got nan")
+            if isinstance(value, int) and not isinstance(value, bool):
+                if not -(2**63) <= value < 2**63:
+                    raise ConfigError(f"{where} is too large ({value}); it must fit in 64 bits")
+                if name == "seed" and value < 0:
+                    raise ConfigError(f"{where} must be 0 or more, got {value}")
         elif f.default is _REQUIRED and f.default_factory is _REQUIRED:
             raise ConfigError(f"missing required setting {flag} (or '{prefix}{name}' in a --config file)")
     return cls(**kwargs)
@@ -299,6 +320,8 @@ class TokenizerTrainConfig:
             )
         if len(set(self.special_tokens)) != len(self.special_tokens):
             raise ConfigError("--special-tokens has duplicates")
+        if "" in self.special_tokens:
+            raise ConfigError("--special-tokens has an empty one; give tokens like <|endoftext|>, or none at all")
         if self.workers < 0:
             raise ConfigError("--workers must be 0 (all cores) or a positive number")
 
@@ -311,6 +334,7 @@ class TokenizerEncodeConfig:
     text: str | None = opt(None, "text to encode (otherwise --input, otherwise stdin)")
     input: Path | None = opt(None, "UTF-8 file to encode")
     output: Path | None = opt(None, "write ids here: .npy (uint16/uint32) or text (one line of ids); default stdout")
+    force: bool = opt(False, "replace an existing --output file")
     special: Literal["error", "allow", "ordinary"] = opt(
         "error",
         "text that spells a special token such as <|endoftext|>: 'error' stops, 'allow' encodes it as the "
@@ -326,6 +350,7 @@ class TokenizerDecodeConfig:
     ids: list[int] | None = opt(None, "token ids to decode (otherwise --input, otherwise stdin)")
     input: Path | None = opt(None, "file of ids: .npy, or whitespace-separated integers")
     output: Path | None = opt(None, "write the text here (default stdout)")
+    force: bool = opt(False, "replace an existing --output file")
 
 
 # ---- the demo (gpt2 demo) -------------------------------------------------------
@@ -374,6 +399,7 @@ class SampleConfig:
     echo: bool = opt(True, "print the prompt before its continuation")
     interactive: bool = opt(False, "read prompts line by line from the terminal until end of input (Ctrl-D)")
     output: Path | None = opt(None, "also write the samples to this JSON Lines file ({prompt, sample, tokens, ...} per line)")
+    force: bool = opt(False, "replace an existing --output file")
     batch_size: int = opt(8, "sequences generated together")
     device: str = opt("auto", "cpu, cuda, cuda:N, mps, or auto (the GPU if there is one)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(

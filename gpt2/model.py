@@ -14,6 +14,7 @@ This file holds the network only: no I/O, optimiser or distributed code.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -56,9 +57,16 @@ class GPTConfig:
     cut back to vocab_size, so results do not change"""
 
     def __post_init__(self) -> None:
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,)}
+        for f in dataclasses.fields(self):
+            value, allowed = getattr(self, f.name), kinds.get(f.type)
+            if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and f.type != "bool")):
+                raise ConfigError(f"model.{f.name} must be {'a number' if f.type == 'float' else f'an {f.type}' if f.type == 'int' else 'true or false'}, got {value!r}")
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "pad_vocab_to"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.pad_vocab_to > 1 << 16:
+            raise ConfigError(f"model.pad_vocab_to must be at most 65536 (64 or 128 are the useful values), got {self.pad_vocab_to}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:

@@ -615,13 +615,9 @@ def _device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GPT2Error(f"--device {name!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GPT2Error(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
-    return device
+    from gpt2.distributed import parse_device
+
+    return parse_device(name)
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
@@ -707,7 +703,10 @@ def sample_command(cfg) -> list[str]:
 
     from gpt2.weights import load_model
 
+    from gpt2.config import check_output_file
+
     check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    check_output_file(cfg.output, cfg.force)
     device = _device(cfg.device)
     model, own_tokenizer = load_model(cfg.model, device=device, dtype=_dtype(cfg.dtype, device))
     tokenizer = _tokenizer_for(model, own_tokenizer, cfg.tokenizer)
@@ -770,8 +769,11 @@ def sample_command(cfg) -> list[str]:
 
         path = Path(cfg.output)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps({**r, "seed": seed}, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text("".join(json.dumps({**r, "seed": seed}, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # left only if writing or renaming failed
     elapsed = time.perf_counter() - t0
     log.info("generated %d tokens in %.1f s (%.1f tokens/s)", n_tokens, elapsed, n_tokens / max(elapsed, 1e-9))
     return texts

@@ -343,6 +343,8 @@ class Tokenizer:
             if not (0 <= a < n and 0 <= b < n and 0 <= new < n) or self.vocab[new] != self.vocab[a] + self.vocab[b]:
                 raise GPT2Error(f"merge ({a}, {b}) -> {new} does not concatenate its parts' bytes")
         for s, i in self.special_tokens.items():
+            if not s:
+                raise GPT2Error("a special token cannot be the empty string")
             if not 0 <= i < n or self.vocab[i] != s.encode("utf-8"):
                 raise GPT2Error(f"special token {s!r} has id {i}, whose bytes do not spell it")
 
@@ -791,8 +793,11 @@ def _replace_surrogates(text: str) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only if writing or renaming failed
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
@@ -854,6 +859,9 @@ def _size(n: int) -> str:
 
 def encode_command(cfg) -> list[int]:
     """`gpt2 tokenizer encode`."""
+    from gpt2.config import check_output_file
+
+    check_output_file(cfg.output, cfg.force)
     tok = load_tokenizer(cfg.tokenizer)
     if cfg.text is not None:
         text = cfg.text
@@ -892,6 +900,9 @@ def encode_command(cfg) -> list[int]:
 
 def decode_command(cfg) -> str:
     """`gpt2 tokenizer decode`."""
+    from gpt2.config import check_output_file
+
+    check_output_file(cfg.output, cfg.force)
     tok = load_tokenizer(cfg.tokenizer)
     if cfg.ids is not None:
         ids = cfg.ids

@@ -527,6 +527,18 @@ class Trainer:
         """(error, checkpoint to resume from), decided on rank 0."""
         found = checkpoint.latest(self.ckpt_dir)
         if found is None:
+            damaged = checkpoint.incomplete(self.ckpt_dir)
+            if damaged:
+                return (
+                    f"{damaged[-1]} is not a complete checkpoint ({checkpoint.missing_file(damaged[-1])} is missing) and "
+                    f"{self.ckpt_dir} holds no other; restore it, or choose another --out"
+                ), None
+            done = [name for name in ("model", "metrics.jsonl") if (self.out / name).exists()]
+            if done and (not self.cfg.resume or "model" in done):
+                return (
+                    f"{self.out} holds a run ({', '.join(done)}) but no checkpoint to continue from; "
+                    f"choose another --out, or delete {self.out} to start it again"
+                ), None
             if self.cfg.resume:
                 log.info("no checkpoint in %s yet: starting from the beginning", self.ckpt_dir)
             return None, None
@@ -600,6 +612,15 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------
 
+    def _check_ids(self, *tokens: torch.Tensor) -> None:
+        """Refuse token ids the model cannot embed (a damaged shard, or shards of another tokenizer)."""
+        top = max(int(t.max()) for t in tokens)
+        if top >= self.config.vocab_size:
+            raise GPT2Error(
+                f"the token shards in {self.cfg.data.dir} hold the id {top}, but the tokenizer has only "
+                f"{self.config.vocab_size} tokens: the shards are damaged or were not written with it; run gpt2 prepare again"
+            )
+
     def step(self) -> dict:
         """One optimizer step over a global batch; returns its training record."""
         cfg, o = self.cfg, self.cfg.optim
@@ -608,6 +629,7 @@ class Trainer:
             group["lr"] = lr
         t0 = time.perf_counter()
         batches = self.loader.next()
+        self._check_ids(batches[0][0], *(y for _, y in batches))
         total = torch.zeros((), device=self.device)
         for i, (x, y) in enumerate(batches):
             x = x.to(self.device, non_blocking=True)
@@ -683,6 +705,7 @@ class Trainer:
             self.val, self.config.block_size, cfg.eval.batch_size or cfg.batch_size, n * self.config.block_size,
             rank=self.d.rank, world=self.d.world,
         ):
+            self._check_ids(x, y)
             x, y = x.to(self.device), y.to(self.device)
             with self.autocast:
                 losses = self.model(x, y, reduction="none").double()

@@ -49,6 +49,13 @@ def test_encode_file_to_npy_and_back(cli, tmp_path):
     assert ids.dtype == np.uint16 and ids.tolist() == Tokenizer.load(GPT2_BPE).encode(read_text(src))
     r = cli("tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", str(tmp_path / "ids.npy"), "--output", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_text() == read_text(src)
+    # an existing output is replaced only with --force
+    (tmp_path / "keep.txt").write_text("precious")
+    for cmd, inp in (("encode", str(src)), ("decode", str(tmp_path / "ids.npy"))):
+        r = cli("tokenizer", cmd, "--tokenizer", str(GPT2_BPE), "--input", inp, "--output", str(tmp_path / "keep.txt"))
+        assert r.returncode == 2 and "exists; pass --force to replace it" in r.stderr and (tmp_path / "keep.txt").read_text() == "precious"
+    r = cli("tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", str(tmp_path / "ids.npy"), "--output", str(tmp_path / "keep.txt"), "--force")
+    assert r.returncode == 0 and (tmp_path / "keep.txt").read_text() == read_text(src)
 
 
 def test_stdin_and_special_token_choices(cli):

@@ -191,6 +191,22 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert r.returncode == 2 and "unknown task 'nope'" in r.stderr
     r = cli("eval", "--model", "x", "--out", "o", "--windows", "both")
     assert r.returncode == 2 and "disjoint" in r.stderr
+    (tmp_path / "damaged.json").write_text('{"format": "gpt2-eval-results", "version": 1, "model": {"name": "m"}, "tasks": "x"}')
+    r = cli("report", "--results", str(tmp_path / "damaged.json"), "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and "is damaged (results has no 'environment')" in r.stderr and "Traceback" not in r.stderr
+    r = cli("eval", "--model", "x", "--out", "o", "--cola-threshold", "nan")
+    assert r.returncode == 2 and "--cola-threshold must be a number" in r.stderr
+    r = cli("eval", "--model", "x", "--out", "o", "--seed", "-1")
+    assert r.returncode == 2 and "--seed must be 0 or more" in r.stderr
+
+
+def test_a_damaged_task_file_is_computed_again(gpt2_tokenizer, tmp_path):
+    first = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"]), progress=False)
+    (cached,) = (tmp_path / "run" / "tasks").glob("lambada-*[0-9a-f].json")
+    cached.write_text('{"task": "lamb')  # cut short
+    again = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"]), progress=False)
+    assert not again["tasks"]["lambada"]["cached"] and again["tasks"]["lambada"]["metrics"] == first["tasks"]["lambada"]["metrics"]
+    assert json.loads(cached.read_text())["task"] == "lambada"
 
 
 def test_gpt2_eval_on_model_directories(cli, gpt2_tokenizer, tmp_path):

@@ -306,13 +306,19 @@ def test_sample_command_errors_are_one_line(model_dir, tmp_path, cli, capsys):
         (["--model", str(model_dir), "--temperature", "-1"], "--temperature must be >= 0"),
         (["--model", str(model_dir), "--top-k", "0"], "--top-k must be at least 1"),
         (["--model", str(model_dir), "--tokenizer", str(other)], "differs from the tokenizer saved with the model"),
+        (["--model", str(model_dir), "--output", str(model_dir / "model.safetensors")], "exists; pass --force to replace it"),
+        (["--model", str(model_dir), "--output", str(tmp_path)], "is a directory"),
+        (["--model", str(model_dir), "--seed", str(2**70)], "must fit in 64 bits"),
+        (["--model", str(model_dir), "--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device cuda"),
     ]
+    weights = (model_dir / "model.safetensors").read_bytes()
     for args, message in cases:
         capsys.readouterr()
         assert main(["sample", *args, "--prompt", "x"]) == 2, args
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("gpt2 sample: error: ")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert (model_dir / "model.safetensors").read_bytes() == weights  # nothing overwritten
     r = cli("sample", "--model", str(tmp_path / "missing"), "--prompt", "x")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"gpt2 sample: error: model directory {tmp_path / 'missing'} does not exist"]
     r = cli("sample", "--model", str(model_dir), "--interactive", "--max-new-tokens", "3", "--temperature", "0", input="Hi\nThere\n")

@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -355,6 +356,21 @@ def test_a_second_run_in_the_same_directory_needs_resume(tiny_data, tmp_path):
         Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4))
     with pytest.raises(GPT2Error, match="different model .n_embd=32, now 48"):
         Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4, resume=True, model={"n_embd": 48}))
+
+
+def test_a_finished_run_without_usable_checkpoints_is_never_overwritten(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    Trainer(tiny_config(tiny_data, out, max_steps=4, checkpoint={"interval": 4, "keep_last": 1})).run()
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    (out / "checkpoints" / "step_0000004" / "optimizer.safetensors").unlink()  # damaged by hand
+    for resume in (False, True):
+        with pytest.raises(GPT2Error, match="step_0000004 is not a complete checkpoint .optimizer.safetensors is missing"):
+            Trainer(tiny_config(tiny_data, out, max_steps=8, resume=resume))
+    shutil.rmtree(out / "checkpoints")
+    for resume in (False, True):
+        with pytest.raises(GPT2Error, match="holds a run .model, metrics.jsonl. but no checkpoint to continue from"):
+            Trainer(tiny_config(tiny_data, out, max_steps=8, resume=resume))
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
 
 
 # ----------------------------------------------------------------------------

@@ -84,11 +84,41 @@ def load_results(path: Path) -> dict:
         raise GPT2Error(f"{file} does not exist; pass results.json files or `gpt2 eval` output directories") from None
     except json.JSONDecodeError as e:
         raise GPT2Error(f"{file} is not valid JSON ({e})") from None
-    from gpt2.evaluate.run import FORMAT
+    from gpt2.evaluate.run import FORMAT, FORMAT_VERSION
 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise GPT2Error(f"{file} is not a results file written by `gpt2 eval`")
+    if data.get("version") != FORMAT_VERSION:
+        raise GPT2Error(f"{file} has results format version {data.get('version')}; this release reads version {FORMAT_VERSION}")
+    problem = _malformed(data)
+    if problem:
+        raise GPT2Error(f"{file} is damaged ({problem}); run `gpt2 eval` again to rewrite it")
     return data
+
+
+def _malformed(data: dict) -> str | None:
+    """What is missing from the structure of a results file that the report reads, or None."""
+
+    def lacks(obj, keys: str) -> str | None:
+        return next((k for k in keys.split() if k not in obj), None) if isinstance(obj, dict) else keys.split()[0]
+
+    for where, obj, keys in (
+        ("results", data, "model tasks environment created"),
+        ("model", data.get("model"), "name path n_params dtype device sha256"),
+        ("environment", data.get("environment"), "gpt2 torch"),
+    ):
+        if missing := lacks(obj, keys):
+            return f"{where} has no {missing!r}"
+    if not isinstance(data["model"]["n_params"], int) or not isinstance(data["tasks"], dict):
+        return "the model's size or the table of tasks is not what gpt2 eval writes"
+    for name, record in data["tasks"].items():
+        if missing := lacks(record, "title metrics datasets n_examples tokens_scored seconds"):
+            return f"task {name!r} has no {missing!r}"
+        if not isinstance(record["metrics"], list) or any(lacks(m, "id name value unit variant") for m in record["metrics"]):
+            return f"a metric of task {name!r} is incomplete"
+        if not isinstance(record["datasets"], list) or any(lacks(d, "source sha256") for d in record["datasets"]):
+            return f"a dataset of task {name!r} is incomplete"
+    return None
 
 
 def metric(results: dict, task: str, metric_id: str) -> dict | None:

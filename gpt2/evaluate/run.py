@@ -136,11 +136,13 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
         try:
             previous = json.loads(results_path.read_text(encoding="utf-8"))
             other = previous.get("model", {}).get("sha256")
-        except (json.JSONDecodeError, AttributeError):
-            other = None
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise GPT2Error(
+                f"{results_path} exists but cannot be read as results; move it away, choose another --out, or pass --force to replace it"
+            ) from None
         if other != model_fp:
             raise GPT2Error(
-                f"{results_path} holds the results of another model ({previous.get('model', {}).get('path', 'unknown') if other else 'unreadable'}); "
+                f"{results_path} holds the results of another model ({previous.get('model', {}).get('path', 'unknown')}); "
                 f"choose another --out, or pass --force to replace them"
             )
     out.mkdir(parents=True, exist_ok=True)
@@ -158,11 +160,16 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
         partial = path.with_suffix(".partial.jsonl")  # generation tasks' finished prompts, kept until the task ends
         if cfg.force:
             partial.unlink(missing_ok=True)
+        record = None
         if path.exists() and not cfg.force:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            record["cached"] = True
-            log.info("%s: cached in %s", name, path)
-        else:
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                record["cached"] = True
+                log.info("%s: cached in %s", name, path)
+            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+                log.warning("%s is damaged: running %s again", path, name)
+                record = None
+        if record is None:
             module, func = task.run.split(":")
             run = getattr(importlib.import_module(module), func)
             tokens_before = scorer.tokens_run
@@ -231,6 +238,8 @@ def eval_command(cfg: C.EvalConfig) -> dict:
         from gpt2.weights import load_model
     except ImportError:
         raise GPT2Error("this installation of gpt2 has no gpt2.weights.load_model to read model directories") from None
-    model, own_tokenizer = load_model(cfg.model, device=cfg.device, dtype=_DTYPES[cfg.dtype])
+    from gpt2.distributed import resolve_device
+
+    model, own_tokenizer = load_model(cfg.model, device=resolve_device(cfg.device), dtype=_DTYPES[cfg.dtype])
     tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else own_tokenizer or load_tokenizer("gpt2")
     return evaluate(model, tokenizer, cfg)
