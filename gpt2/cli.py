@@ -9,6 +9,7 @@ Python API always agree. Modules are imported only when their command runs, so
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -87,6 +88,26 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
+_OS_HINTS = {
+    errno.EEXIST: "{f} is a file where a directory is needed; choose another path",
+    errno.EISDIR: "{f} is a directory; give a file",
+    errno.ENOTDIR: "a part of {f} is a file, not a directory; choose another path",
+    errno.ENOENT: "{f} does not exist",
+    errno.EACCES: "permission denied for {f}; choose a location you can read and write",
+    errno.EPERM: "permission denied for {f}; choose a location you can read and write",
+    errno.EROFS: "{f} is on a read-only file system; choose a writable location",
+    errno.ENOSPC: "no space left on the device that holds {f}; free some space or choose another location",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for a failed file operation: what and where, and what to do about it."""
+    hint = _OS_HINTS.get(e.errno)
+    if hint is None or not e.filename:
+        return str(e)
+    return hint.format(f=e.filename)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args._quiet, args._verbose)
@@ -99,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file the user named: unreadable, a directory, disk full
         if isinstance(e, BrokenPipeError):  # `gpt2 ... | head`
             return 0
-        print(f"gpt2 {args._name}: error: {e}", file=sys.stderr)
+        print(f"gpt2 {args._name}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gpt2 {args._name}: interrupted", file=sys.stderr)

@@ -50,6 +50,8 @@ def demo_corpus(path: Path | None) -> Path:
     """--corpus, else $GPT2_DEMO_CORPUS, else the cached download."""
     path = path or (Path(os.environ["GPT2_DEMO_CORPUS"]) if os.environ.get("GPT2_DEMO_CORPUS") else None)
     if path is not None:
+        if path.is_dir():
+            raise GPT2Error(f"demo corpus {path} is a directory; pass --corpus with the text file itself (Tiny Shakespeare's input.txt)")
         if not path.is_file():
             raise GPT2Error(f"demo corpus {path} does not exist; pass --corpus with a copy of Tiny Shakespeare ({CORPUS_URL})")
         return path
@@ -82,7 +84,7 @@ def demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     corpus = demo_corpus(cfg.corpus)
     train_cfg = train_config(out, cfg.train_config, cfg.steps)  # check the settings before any work
-    prep = PrepareConfig(input=[corpus], out=out / "data", tokenizer=str(out / "tokenizer"), text_documents="paragraph", force=True)
+    prep = PrepareConfig(input=[corpus], out=out / "data", tokenizer=str(out / "tokenizer"), text_documents="paragraph")
 
     log.info("[1/4] tokenizer")
     if cfg.tokenizer == "gpt2":
@@ -92,10 +94,19 @@ def demo(cfg: DemoConfig) -> dict:
         t = time.perf_counter()
         tok = Tokenizer.train(split_documents(prep, "train"), cfg.vocab_size, progress=False)
         log.info("learned a %s-token vocabulary from the training documents of %s in %.1f s", f"{tok.n_vocab:,}", corpus, time.perf_counter() - t)
-    tok.save(out / "tokenizer")
+    if (out / "tokenizer").exists():  # a re-run: the same tokenizer, or nothing of the earlier demo is touched
+        from gpt2.data.prepare import tokenizer_fingerprint
+
+        if tokenizer_fingerprint(Tokenizer.load(out / "tokenizer")) != tokenizer_fingerprint(tok):
+            raise GPT2Error(
+                f"{out} holds a demo made with another tokenizer (another --tokenizer, --vocab-size or corpus); "
+                f"choose another --out, or delete {out} to start again"
+            )
+    else:
+        tok.save(out / "tokenizer")
 
     log.info("[2/4] token shards")
-    prepare(prep)
+    prepare(prep)  # refuses, before writing, shards of another corpus
 
     log.info("[3/4] training")
     from gpt2 import distributed

@@ -830,6 +830,9 @@ def stats_line(tokenizer: Tokenizer, n_bytes: int, ids: Sequence[int] | Counter)
 def train_command(cfg) -> Tokenizer:
     """`gpt2 tokenizer train`."""
     out = Path(cfg.out)
+    model = next((out / f for f in ("model.json", "config.json", "hparams.json") if (out / f).exists()), None)
+    if model is not None:  # the new files would silently take the place of that model's own tokenizer
+        raise GPT2Error(f"{out} holds a model ({model.name}); a tokenizer written there would replace the model's own: choose another --out")
     existing = [out / f for f in ("bpe.json", "encoder.json", "vocab.bpe") if (out / f).exists()]
     if existing and not cfg.force:
         raise GPT2Error(f"{existing[0]} already exists; choose another --out or pass --force to overwrite it")
@@ -910,9 +913,12 @@ def decode_command(cfg) -> str:
         import numpy as np
 
         try:
-            ids = np.load(cfg.input, allow_pickle=False).reshape(-1).tolist()
+            array = np.load(cfg.input, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise GPT2Error(f"cannot read {cfg.input} as a .npy array of ids ({e})") from None
+        if not np.issubdtype(array.dtype, np.integer):
+            raise GPT2Error(f"{cfg.input} holds {array.dtype} values; expected integer ids (as `gpt2 tokenizer encode` writes)")
+        ids = array.reshape(-1).tolist()
     else:
         try:
             raw = Path(cfg.input).read_text(encoding="utf-8") if cfg.input is not None else sys.stdin.read()

@@ -91,12 +91,23 @@ def test_train_refuses_to_overwrite(cli, tmp_path):
         (["tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--ids", "1", "99999"], "outside this tokenizer's vocabulary"),
         (["tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", "{binary}"], "integer ids"),
         (["tokenizer", "encode", "--tokenizer", "gpt2", "--text", "x"], "GPT2_OFFLINE"),
+        (["tokenizer", "train", "--input", "{binary}", "--out", "{tmp}/t", "--special-tokens", ""], "has an empty one"),
+        (["tokenizer", "train", "--input", "{binary}", "--out", "{model}"], "holds a model (config.json)"),
+        (["tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", "{floats}"], "integer ids"),
+        (["demo", "--corpus", "{tmp}", "--out", "{tmp}/d"], "is a directory"),
+        (["tokenizer", "train", "--input", str(SHARED / "botchan" / "botchan.txt"), "--vocab-size", "260", "--out", "{empty}"],
+         "is a file where a directory is needed; choose another path"),
+        (["train", "--config", "{tmp}"], "is a directory; give a file"),
     ],
 )
 def test_bad_input_is_one_line(cli, tmp_path, args, fragment):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 10)
-    subs = {"{tmp}": str(tmp_path), "{empty}": str(tmp_path / "empty.txt"), "{binary}": str(tmp_path / "binary.bin")}
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    np.save(tmp_path / "floats.npy", np.array([1.5, 2.0]))
+    subs = {"{tmp}": str(tmp_path), "{empty}": str(tmp_path / "empty.txt"), "{binary}": str(tmp_path / "binary.bin"),
+            "{model}": str(tmp_path / "model"), "{floats}": str(tmp_path / "floats.npy")}
     for key, value in subs.items():
         args = [a.replace(key, value) for a in args]
     assert_user_error(cli(*args, env={"GPT2_CACHE": str(tmp_path / "cache")}), fragment)

@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, SHARED, read_text
 from gpt2.config import TrainConfig, resolve, to_dict
 from gpt2.demo import RECIPE, train_config
+from gpt2.errors import GPT2Error
 from test_train import _restore_threads  # noqa: F401
 
 CORPUS = SHARED / "tinyshakespeare" / "input.txt"
@@ -73,6 +74,14 @@ def test_demo_pipeline_with_a_tiny_model(cli, tmp_path, caplog, capsys):
     assert "nothing to do" in caplog.text and "resumed from" in caplog.text and "step 20" in caplog.text
     assert report(capsys.readouterr().out)["bpb"] == got["bpb"] == pytest.approx(again["val_bpb"], abs=6e-4)
     assert again["steps"] == 20
+
+    # a re-run with another vocabulary or corpus is refused before it touches the earlier demo
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "tensorboard" not in p.parts}
+    (tmp_path / "other.txt").write_text(text[: len(text) // 2])
+    for corpus, vocab, message in ((tmp_path / "shakespeare.txt", 400, "another tokenizer"), (tmp_path / "other.txt", 512, "")):
+        with pytest.raises(GPT2Error, match=message):
+            demo(DemoConfig(corpus=corpus, out=out, steps=20, vocab_size=vocab, train_config=tmp_path / "tiny.toml"))
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "tensorboard" not in p.parts} == before
 
 
 def test_demo_corpus_errors(cli, tmp_path):
