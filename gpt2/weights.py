@@ -159,7 +159,7 @@ def _write_dir(directory: Path, write: Callable[[Path], None], overwrite: bool, 
                 if (directory / name).exists() and not filecmp.cmp(tmp / name, directory / name, shallow=False):
                     raise GPT2Error(
                         f"{directory} already holds a different {what} ({name} differs); choose another directory "
-                        f"or allow overwriting it (overwrite=True, --force)"
+                        f"or pass --force (overwrite=True in Python) to replace it"
                     )
         for name in sorted(names, key=lambda n: n in (MODEL_JSON, "config.json")):  # description last
             os.replace(tmp / name, directory / name)
