@@ -9,9 +9,9 @@ torch.compile); the peers are Hugging Face's model with its own loss
 (`labels=`), SDPA attention, and a nanoGPT-style loop (the textbook
 formulation written out below: plain modules, SDPA, the full logits into
 F.cross_entropy, the same optimizer), which the issue that set the targets
-also measured. Steps of the two alternate, so both see the same
+also measured. Steps of the three alternate, so all see the same
 machine load; the figure is the median step time after warm-up, with the best
-step in brackets. MFU uses the same FLOP count for both (gpt2.train.flops_per_token)
+step in brackets. MFU uses the same FLOP count for all (gpt2.train.flops_per_token)
 over the bfloat16 (or float32) matmul peak measured here, on the same threads.
 
     python bench/bench_train.py                      # T=256 and 1024, B=4, bf16 and fp32

@@ -66,7 +66,7 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     found = []
     for path in root.iterdir():
         m = _STEP.match(path.name)
-        if m and path.is_dir() and all((path / f).is_file() for f in FILES):
+        if m and path.is_dir() and not missing_file(path):
             found.append((int(m.group(1)), path))
     return sorted(found)
 
@@ -81,6 +81,7 @@ def incomplete(root: Path) -> list[Path]:
 
 
 def missing_file(path: Path) -> str | None:
+    """The first of a checkpoint's files that `path` lacks, or None."""
     return next((f for f in FILES if not (Path(path) / f).is_file()), None)
 
 
@@ -128,9 +129,9 @@ def save(
 def load(path: Path) -> Checkpoint:
     """Read a checkpoint directory written by `save`."""
     path = Path(path)
-    missing = [f for f in FILES if not (path / f).is_file()]
+    missing = missing_file(path)
     if missing:
-        raise GPT2Error(f"{path} is not a complete checkpoint ({missing[0]} is missing)")
+        raise GPT2Error(f"{path} is not a complete checkpoint ({missing} is missing)")
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         model = load_file(path / "model.safetensors")

@@ -88,24 +88,25 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
-_OS_HINTS = {
-    errno.EEXIST: "{f} is a file where a directory is needed; choose another path",
-    errno.EISDIR: "{f} is a directory; give a file",
-    errno.ENOTDIR: "a part of {f} is a file, not a directory; choose another path",
-    errno.ENOENT: "{f} does not exist",
-    errno.EACCES: "permission denied for {f}; choose a location you can read and write",
-    errno.EPERM: "permission denied for {f}; choose a location you can read and write",
-    errno.EROFS: "{f} is on a read-only file system; choose a writable location",
-    errno.ENOSPC: "no space left on the device that holds {f}; free some space or choose another location",
+_OS_FIXES = {
+    errno.EEXIST: "choose another path",
+    errno.EISDIR: "give a file, not a directory",
+    errno.ENOTDIR: "a part of the path is a file; choose another path",
+    errno.ENOENT: "check the path, and that its folder exists",
+    errno.EACCES: "choose a location you can read and write",
+    errno.EPERM: "choose a location you can read and write",
+    errno.EROFS: "choose a writable location",
+    errno.ENOSPC: "free some space or choose another location",
 }
 
 
 def os_error_message(e: OSError) -> str:
-    """One line for a failed file operation: what and where, and what to do about it."""
-    hint = _OS_HINTS.get(e.errno)
-    if hint is None or not e.filename:
+    """One line for a failed file operation: the path, what went wrong, and what to do about it."""
+    if not e.filename:
         return str(e)
-    return hint.format(f=e.filename)
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+    fix = _OS_FIXES.get(e.errno)
+    return f"{where}: {e.strerror or e}" + (f"; {fix}" if fix else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,11 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+
+
 def check_output_file(path: Path | None, force: bool, flag: str = "--output") -> None:
     """Refuse, before any work, an output file that exists (unless `force`), is a directory, or has no folder."""
     if path is None:
@@ -162,13 +167,10 @@ def from_dict(cls: type, data: dict[str, Any], source: str = "config", prefix: s
             kwargs[name] = from_dict(tp, section, source, prefix=f"{prefix}{name}.")
         elif name in data:
             value = kwargs[name] = _coerce(data[name], tp, where)
-            if isinstance(value, float) and math.isnan(value):
-                raise ConfigError(f"{where} must be a number, got nan")
-            if isinstance(value, int) and not isinstance(value, bool):
-                if not -(2**63) <= value < 2**63:
-                    raise ConfigError(f"{where} is too large ({value}); it must fit in 64 bits")
-                if name == "seed" and value < 0:
-                    raise ConfigError(f"{where} must be 0 or more, got {value}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{where} must be a finite number, got {value}")
+            if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+                raise ConfigError(f"{where} is too large ({value}); it must fit in 64 bits")
         elif f.default is _REQUIRED and f.default_factory is _REQUIRED:
             raise ConfigError(f"missing required setting {flag} (or '{prefix}{name}' in a --config file)")
     return cls(**kwargs)
@@ -381,7 +383,8 @@ class DemoConfig:
 class SampleConfig:
     """`gpt2 sample`: continue prompts with a trained or imported model (top-k 40 by default, as in the paper's samples)."""
 
-    model: Path = opt(help="model directory: this project's format, a Hugging Face GPT-2 directory, or OpenAI's release")
+    model: Path = opt(help="model directory: this project's format (or a training run's folder, or one of its checkpoints), "
+                           "a Hugging Face GPT-2 directory, or OpenAI's release")
     prompt: str | None = opt(None, "prompt text (otherwise --prompt-file, otherwise stdin if it is not a terminal; "
                                    "none at all: unconditional samples that start from <|endoftext|>)")
     prompt_file: Path | None = opt(None, "file holding the prompt ('-' for stdin); a .jsonl file holds one prompt per line "
@@ -407,6 +410,7 @@ class SampleConfig:
     )
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.prompt is not None and self.prompt_file is not None:
             raise ConfigError("give either --prompt or --prompt-file, not both")
         if self.interactive and (self.prompt is not None or self.prompt_file is not None):
@@ -472,6 +476,7 @@ class PrepareConfig:
     force: bool = opt(False, "replace a different dataset already in --out")
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if not self.input:
             raise ConfigError("--input needs at least one file or directory")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -623,6 +628,7 @@ class TrainConfig:
     log: TrainLog = opt(factory=TrainLog)
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.data.dir is None:
             raise ConfigError("missing required setting --data.dir (a directory written by `gpt2 prepare`)")
         if self.max_steps < 1 or self.batch_size < 1:
@@ -654,7 +660,8 @@ class EvalConfig:
     cached in OUT/tasks/, so an interrupted run resumes where it stopped.
     """
 
-    model: str = opt(help="model directory: the project's own (model.safetensors + model.json) or a Hugging Face GPT-2 one")
+    model: str = opt(help="model directory: the project's own (model.safetensors + model.json; or a training run's folder, "
+                          "or one of its checkpoints), a Hugging Face GPT-2 one, or OpenAI's release")
     out: Path = opt(help="directory for results.json, report.md and the per-task cache")
     tasks: list[str] = opt(
         ["table3"],
@@ -679,6 +686,7 @@ class EvalConfig:
     force: bool = opt(False, "recompute tasks already cached in --out, and replace results of another model there")
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         from gpt2.evaluate.tasks import expand
 
         try:  # --tasks a,b,c and --tasks a b c both work

@@ -106,7 +106,12 @@ def demo(cfg: DemoConfig) -> dict:
         tok.save(out / "tokenizer")
 
     log.info("[2/4] token shards")
-    prepare(prep)  # refuses, before writing, shards of another corpus
+    try:
+        prepare(prep)  # refuses, before writing anything, to replace the shards of another corpus
+    except GPT2Error as e:
+        if "different dataset" not in str(e):
+            raise
+        raise GPT2Error(f"{out} holds a demo made from another corpus; choose another --out, or delete {out} to start again") from None
 
     log.info("[3/4] training")
     from gpt2 import distributed

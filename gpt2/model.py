@@ -14,8 +14,9 @@ This file holds the network only: no I/O, optimiser or distributed code.
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import numbers
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,11 +58,16 @@ class GPTConfig:
     cut back to vocab_size, so results do not change"""
 
     def __post_init__(self) -> None:
-        kinds = {"int": (int,), "float": (int, float), "bool": (bool,)}
-        for f in dataclasses.fields(self):
-            value, allowed = getattr(self, f.name), kinds.get(f.type)
-            if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and f.type != "bool")):
-                raise ConfigError(f"model.{f.name} must be {'a number' if f.type == 'float' else f'an {f.type}' if f.type == 'int' else 'true or false'}, got {value!r}")
+        for name, kind in typing.get_type_hints(GPTConfig).items():  # settings read from JSON files come unchecked
+            value = getattr(self, name)
+            if kind is bool and not isinstance(value, bool):
+                raise ConfigError(f"model.{name} must be true or false, got {value!r}")
+            if kind is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ConfigError(f"model.{name} must be an integer, got {value!r}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ConfigError(f"model.{name} must be a number, got {value!r}")
+            if kind in (int, float):
+                setattr(self, name, kind(value))
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "pad_vocab_to"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")

@@ -701,9 +701,8 @@ def sample_command(cfg) -> list[str]:
     import json
     import os
 
-    from gpt2.weights import load_model
-
     from gpt2.config import check_output_file
+    from gpt2.weights import load_model
 
     check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
     check_output_file(cfg.output, cfg.force)

@@ -534,11 +534,13 @@ class Trainer:
                     f"{self.ckpt_dir} holds no other; restore it, or choose another --out"
                 ), None
             done = [name for name in ("model", "metrics.jsonl") if (self.out / name).exists()]
-            if done and (not self.cfg.resume or "model" in done):
+            if "model" in done:
                 return (
-                    f"{self.out} holds a run ({', '.join(done)}) but no checkpoint to continue from; "
-                    f"choose another --out, or delete {self.out} to start it again"
+                    f"{self.out} holds a finished run ({', '.join(done)}) but no checkpoint to continue from; "
+                    f"choose another --out, or delete {self.out} to train it again"
                 ), None
+            if done and not self.cfg.resume:  # killed before its first checkpoint
+                return f"{self.out} holds a run that stopped before its first checkpoint; pass --resume to start it again", None
             if self.cfg.resume:
                 log.info("no checkpoint in %s yet: starting from the beginning", self.ckpt_dir)
             return None, None
@@ -613,12 +615,12 @@ class Trainer:
     # -- one step -----------------------------------------------------------
 
     def _check_ids(self, *tokens: torch.Tensor) -> None:
-        """Refuse token ids the model cannot embed (a damaged shard, or shards of another tokenizer)."""
+        """Refuse token ids the tokenizer does not have (a damaged shard, or shards of another tokenizer)."""
         top = max(int(t.max()) for t in tokens)
-        if top >= self.config.vocab_size:
+        if top >= self.data.n_vocab:
             raise GPT2Error(
-                f"the token shards in {self.cfg.data.dir} hold the id {top}, but the tokenizer has only "
-                f"{self.config.vocab_size} tokens: the shards are damaged or were not written with it; run gpt2 prepare again"
+                f"the token shards in {self.cfg.data.dir} hold the id {top}, but their tokenizer has only "
+                f"{self.data.n_vocab} tokens: the shards are damaged; run gpt2 prepare again"
             )
 
     def step(self) -> dict:
@@ -629,7 +631,7 @@ class Trainer:
             group["lr"] = lr
         t0 = time.perf_counter()
         batches = self.loader.next()
-        self._check_ids(batches[0][0], *(y for _, y in batches))
+        self._check_ids(*(t for batch in batches for t in batch))
         total = torch.zeros((), device=self.device)
         for i, (x, y) in enumerate(batches):
             x = x.to(self.device, non_blocking=True)

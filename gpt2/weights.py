@@ -612,8 +612,10 @@ def _load_checkpoint(directory: Path, device, dtype, pad_vocab_to) -> GPT:
     from gpt2 import checkpoint
 
     state = _read_json(directory / "state.json")
-    if state.get("format") != checkpoint.FORMAT or not isinstance(state.get("model_config"), dict):
-        raise GPT2Error(f"{directory / 'state.json'} is not the state of a {checkpoint.FORMAT} (no model_config)")
+    if state.get("format") != checkpoint.FORMAT or state.get("format_version") != checkpoint.VERSION:
+        raise GPT2Error(f"{directory / 'state.json'} is not the state of a version-{checkpoint.VERSION} {checkpoint.FORMAT}")
+    if not isinstance(state.get("model_config"), dict):
+        raise GPT2Error(f"{directory / 'state.json'} lacks the model's config")
     config = _config_from(state["model_config"], directory / "state.json")
     weights = _load_safetensors(directory / WEIGHTS)
     config = _repad(config, weights, pad_vocab_to)
@@ -621,25 +623,36 @@ def _load_checkpoint(directory: Path, device, dtype, pad_vocab_to) -> GPT:
 
 
 def _checkpoint_tokenizer(directory: Path) -> Tokenizer | None:
-    """The tokenizer a checkpoint was trained with: the one `gpt2 prepare` stored beside the token shards."""
+    """The tokenizer a checkpoint was trained with: the one `gpt2 prepare` stored beside its token shards,
+    if that dataset is still the one trained on (its fingerprint is in the checkpoint)."""
+    from gpt2.data.shards import MANIFEST
+
+    state = _read_json(directory / "state.json")
     try:
-        data_dir = json.loads((directory / "state.json").read_text(encoding="utf-8"))["config"]["data"]["dir"]
+        data_dir = Path(state["config"]["data"]["dir"])
+        manifest = json.loads((data_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: its dataset's tokenizer was not found; pass --tokenizer", directory)
         return None
-    found = Path(data_dir) / "tokenizer"
-    return Tokenizer.load(found) if found.is_dir() else None
+    if manifest.get("fingerprint") != state.get("dataset"):
+        log.warning("%s: %s now holds another dataset than the one trained on; pass --tokenizer", directory, data_dir)
+        return None
+    return Tokenizer.load(data_dir / "tokenizer")
 
 
 def resolve_run(directory: Path) -> Path:
     """A training run's folder stands for its exported model (OUT/model), or while it trains for its newest checkpoint."""
     from gpt2 import checkpoint
 
-    if (directory / MODEL_JSON).is_file() or not (directory / "checkpoints").is_dir():
+    if not (directory / "checkpoints").is_dir() or any((directory / f).is_file() for f in (MODEL_JSON, "config.json", "hparams.json", "state.json")):
         return directory
-    if (directory / "model" / MODEL_JSON).is_file():
-        log.info("%s is a training run: loading its exported model, %s", directory, directory / "model")
-        return directory / "model"
     newest = checkpoint.latest(directory / "checkpoints")
+    if (directory / "model" / MODEL_JSON).is_file():
+        exported = directory / "model"
+        if newest is not None and (newest / "state.json").stat().st_mtime > (exported / MODEL_JSON).stat().st_mtime:
+            log.warning("%s: the exported model is older than the newest checkpoint %s; loading the export", directory, newest.name)
+        log.info("%s is a training run: loading its exported model, %s", directory, exported)
+        return exported
     if newest is None:
         raise GPT2Error(f"{directory} is a training run without a finished checkpoint yet; train longer or give another model")
     log.info("%s is a training run without an exported model: loading its newest checkpoint, %s", directory, newest)
@@ -667,7 +680,8 @@ def detect_layout(directory: Path) -> str:
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, *, pad_vocab_to: int | None = None
 ) -> tuple[GPT, Tokenizer | None]:
-    """Load a model directory in any of the three layouts, and its tokenizer if the directory has one.
+    """Load a model directory in any of the layouts above (or a training run's folder, or one of its
+    checkpoints), and its tokenizer if the directory has one.
 
     `dtype` None keeps the stored precision. `pad_vocab_to` re-pads the embedding
     matrix (e.g. 64 or 128 for faster matmuls; results are unchanged). The model
@@ -711,7 +725,7 @@ def convert_command(cfg) -> Path:
     source, target = Path(cfg.input), Path(cfg.output)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise GPT2Error("--output is the --input directory; write the converted model somewhere else")
-    layout = detect_layout(source) if source.is_dir() else None
+    layout = detect_layout(resolve_run(source)) if source.is_dir() else None
     model, tokenizer = load_model(source, dtype=None if cfg.dtype == "keep" else DTYPES[cfg.dtype])
     if cfg.tokenizer is not None:
         tokenizer = load_tokenizer(cfg.tokenizer)

@@ -96,8 +96,8 @@ def test_train_refuses_to_overwrite(cli, tmp_path):
         (["tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", "{floats}"], "integer ids"),
         (["demo", "--corpus", "{tmp}", "--out", "{tmp}/d"], "is a directory"),
         (["tokenizer", "train", "--input", str(SHARED / "botchan" / "botchan.txt"), "--vocab-size", "260", "--out", "{empty}"],
-         "is a file where a directory is needed; choose another path"),
-        (["train", "--config", "{tmp}"], "is a directory; give a file"),
+         "File exists; choose another path"),
+        (["train", "--config", "{tmp}"], "Is a directory; give a file, not a directory"),
     ],
 )
 def test_bad_input_is_one_line(cli, tmp_path, args, fragment):

@@ -110,6 +110,8 @@ def test_an_interrupted_generation_task_resumes_at_its_next_prompt(gpt2_tokenize
         evaluate(tiny(), gpt2_tokenizer, settings(tmp_path / "run"), generate=interrupted, progress=False)
     (partial,) = (tmp_path / "run" / "tasks").glob("nq-*.partial.jsonl")
     assert len(partial.read_text().splitlines()) == calls[0] + calls[1]
+    with open(partial, "a") as f:
+        f.write('{"desc": "Natural Questions", "pro')  # a line cut short by the interruption
     rerun = []
 
     def counted(model, prompts, *args, **kwargs):
@@ -195,18 +197,19 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     r = cli("report", "--results", str(tmp_path / "damaged.json"), "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "is damaged (results has no 'environment')" in r.stderr and "Traceback" not in r.stderr
     r = cli("eval", "--model", "x", "--out", "o", "--cola-threshold", "nan")
-    assert r.returncode == 2 and "--cola-threshold must be a number" in r.stderr
+    assert r.returncode == 2 and "--cola-threshold must be a finite number" in r.stderr
     r = cli("eval", "--model", "x", "--out", "o", "--seed", "-1")
-    assert r.returncode == 2 and "--seed must be 0 or more" in r.stderr
+    assert r.returncode == 2 and "--seed must be between 0 and 2**63 - 1" in r.stderr
 
 
 def test_a_damaged_task_file_is_computed_again(gpt2_tokenizer, tmp_path):
     first = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"]), progress=False)
     (cached,) = (tmp_path / "run" / "tasks").glob("lambada-*[0-9a-f].json")
-    cached.write_text('{"task": "lamb')  # cut short
-    again = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"]), progress=False)
-    assert not again["tasks"]["lambada"]["cached"] and again["tasks"]["lambada"]["metrics"] == first["tasks"]["lambada"]["metrics"]
-    assert json.loads(cached.read_text())["task"] == "lambada"
+    for damage in ('{"task": "lamb', "{}"):  # cut short; valid JSON without the record
+        cached.write_text(damage)
+        again = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"]), progress=False)
+        assert not again["tasks"]["lambada"]["cached"] and again["tasks"]["lambada"]["metrics"] == first["tasks"]["lambada"]["metrics"]
+        assert json.loads(cached.read_text())["task"] == "lambada"
 
 
 def test_gpt2_eval_on_model_directories(cli, gpt2_tokenizer, tmp_path):

@@ -208,6 +208,13 @@ def test_initialisation_follows_gpt2():
     assert p["transformer.h.2.ln_1.weight"].eq(1).all() and p["transformer.ln_f.weight"].eq(1).all()
 
 
+def test_numbers_of_other_numeric_types_become_plain_ones():
+    import numpy as np
+
+    config = GPTConfig(n_layer=np.int64(2), dropout=0, layer_norm_epsilon=np.float32(1e-5))
+    assert type(config.n_layer) is int and type(config.dropout) is float and type(config.layer_norm_epsilon) is float
+
+
 def test_dropout_only_in_training():
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50, block_size=16, dropout=0.2))
     idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(8))
@@ -219,7 +226,10 @@ def test_dropout_only_in_training():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(n_embd=30, n_head=4), "divisible"), (dict(n_layer=0), "n_layer"), (dict(dropout=1.0), "dropout"), (dict(norm="mid"), "norm")],
+    [(dict(n_embd=30, n_head=4), "divisible"), (dict(n_layer=0), "n_layer"), (dict(dropout=1.0), "dropout"), (dict(norm="mid"), "norm"),
+     (dict(n_layer="1"), "n_layer must be an integer, got '1'"), (dict(n_embd=48.0), "n_embd must be an integer"),
+     (dict(n_layer=True), "n_layer must be an integer"), (dict(dropout="0.1"), "dropout must be a number"),
+     (dict(bias=1), "bias must be true or false"), (dict(pad_vocab_to=10**6), "at most 65536")],
 )
 def test_invalid_configs_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):

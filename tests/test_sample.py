@@ -309,6 +309,7 @@ def test_sample_command_errors_are_one_line(model_dir, tmp_path, cli, capsys):
         (["--model", str(model_dir), "--output", str(model_dir / "model.safetensors")], "exists; pass --force to replace it"),
         (["--model", str(model_dir), "--output", str(tmp_path)], "is a directory"),
         (["--model", str(model_dir), "--seed", str(2**70)], "must fit in 64 bits"),
+        (["--model", str(model_dir), "--seed", "-5"], "--seed must be between 0 and 2**63 - 1"),
         (["--model", str(model_dir), "--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device cuda"),
     ]
     weights = (model_dir / "model.safetensors").read_bytes()

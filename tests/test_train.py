@@ -321,6 +321,12 @@ def test_run_writes_metrics_tensorboard_plot_and_model(tiny_data, tmp_path):
         for other in (from_checkpoint, from_run, from_run_without_export):
             assert torch.equal(other.state_dict()[name], tensor), name
     assert ck_tok is not None and ck_tok.encode("To be, or not") == tok.encode("To be, or not")
+    from gpt2.config import ConvertConfig
+    from gpt2.weights import convert_command
+
+    convert_command(ConvertConfig(input=out, output=tmp_path / "converted", to="hf"))  # the run, as a Hugging Face directory
+    converted, _ = load_model(tmp_path / "converted")
+    assert all(torch.equal(converted.state_dict()[k], v) for k, v in exported.state_dict().items())
 
 
 def test_held_out_loss_and_bits_per_byte_recomputed(tiny_data, tmp_path):
@@ -358,6 +364,19 @@ def test_a_second_run_in_the_same_directory_needs_resume(tiny_data, tmp_path):
         Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4, resume=True, model={"n_embd": 48}))
 
 
+def test_token_ids_beyond_the_vocabulary_are_a_clear_error(tiny_data, tmp_path):
+    from gpt2.data.shards import HEADER_BYTES
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for shard in data.glob("train_*.bin"):  # every training token becomes id 60,000 (the tokenizer has 512)
+        raw = bytearray(shard.read_bytes())
+        raw[HEADER_BYTES:] = np.full((len(raw) - HEADER_BYTES) // 2, 60000, dtype="<u2").tobytes()
+        shard.write_bytes(bytes(raw))
+    with pytest.raises(GPT2Error, match="hold the id 60000, but their tokenizer has only 512 tokens"):
+        Trainer(tiny_config(data, tmp_path / "run")).run()
+
+
 def test_a_finished_run_without_usable_checkpoints_is_never_overwritten(tiny_data, tmp_path):
     out = tmp_path / "run"
     Trainer(tiny_config(tiny_data, out, max_steps=4, checkpoint={"interval": 4, "keep_last": 1})).run()
@@ -368,9 +387,13 @@ def test_a_finished_run_without_usable_checkpoints_is_never_overwritten(tiny_dat
             Trainer(tiny_config(tiny_data, out, max_steps=8, resume=resume))
     shutil.rmtree(out / "checkpoints")
     for resume in (False, True):
-        with pytest.raises(GPT2Error, match="holds a run .model, metrics.jsonl. but no checkpoint to continue from"):
+        with pytest.raises(GPT2Error, match="holds a finished run .model, metrics.jsonl. but no checkpoint to continue from"):
             Trainer(tiny_config(tiny_data, out, max_steps=8, resume=resume))
     assert (out / "model" / "model.safetensors").read_bytes() == weights
+    shutil.rmtree(out / "model")  # as if killed before the first checkpoint: --resume starts it again
+    with pytest.raises(GPT2Error, match="stopped before its first checkpoint; pass --resume"):
+        Trainer(tiny_config(tiny_data, out, max_steps=8))
+    assert Trainer(tiny_config(tiny_data, out, max_steps=8, resume=True)).step_count == 0
 
 
 # ----------------------------------------------------------------------------

@@ -105,7 +105,11 @@ def _resume(partial: Path | None, desc: str, prompts: list[list[int]], out: list
     done: set[int] = set()
     if partial is None or not partial.exists():
         return done
-    for line in partial.read_text(encoding="utf-8").splitlines():
+    text = partial.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):  # end the cut-short line, so that the next one starts afresh
+        with open(partial, "a", encoding="utf-8") as f:
+            f.write("\n")
+    for line in text.splitlines():
         try:
             r = json.loads(line)
             k = r["prompt"]

@@ -96,28 +96,35 @@ def load_results(path: Path) -> dict:
     return data
 
 
+def _lacks(obj, keys: str) -> str | None:
+    """The first of the space-separated `keys` that `obj` (a dict) lacks; the first key if it is no dict."""
+    return next((k for k in keys.split() if k not in obj), None) if isinstance(obj, dict) else keys.split()[0]
+
+
 def _malformed(data: dict) -> str | None:
     """What is missing from the structure of a results file that the report reads, or None."""
-
-    def lacks(obj, keys: str) -> str | None:
-        return next((k for k in keys.split() if k not in obj), None) if isinstance(obj, dict) else keys.split()[0]
 
     for where, obj, keys in (
         ("results", data, "model tasks environment created"),
         ("model", data.get("model"), "name path n_params dtype device sha256"),
         ("environment", data.get("environment"), "gpt2 torch"),
     ):
-        if missing := lacks(obj, keys):
+        if missing := _lacks(obj, keys):
             return f"{where} has no {missing!r}"
     if not isinstance(data["model"]["n_params"], int) or not isinstance(data["tasks"], dict):
         return "the model's size or the table of tasks is not what gpt2 eval writes"
-    for name, record in data["tasks"].items():
-        if missing := lacks(record, "title metrics datasets n_examples tokens_scored seconds"):
-            return f"task {name!r} has no {missing!r}"
-        if not isinstance(record["metrics"], list) or any(lacks(m, "id name value unit variant") for m in record["metrics"]):
-            return f"a metric of task {name!r} is incomplete"
-        if not isinstance(record["datasets"], list) or any(lacks(d, "source sha256") for d in record["datasets"]):
-            return f"a dataset of task {name!r} is incomplete"
+    return next((problem for name, record in data["tasks"].items() if (problem := malformed_task(name, record))), None)
+
+
+def malformed_task(name: str, record) -> str | None:
+    """What is missing from one task's record (results.json, or its cache file), or None."""
+
+    if missing := _lacks(record, "title metrics datasets n_examples tokens_scored seconds"):
+        return f"task {name!r} has no {missing!r}"
+    if not isinstance(record["metrics"], list) or any(_lacks(m, "id name value unit variant") for m in record["metrics"]):
+        return f"a metric of task {name!r} is incomplete"
+    if not isinstance(record["datasets"], list) or any(_lacks(d, "source sha256") for d in record["datasets"]):
+        return f"a dataset of task {name!r} is incomplete"
     return None
 
 

@@ -164,11 +164,14 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
         if path.exists() and not cfg.force:
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                record["cached"] = True
-                log.info("%s: cached in %s", name, path)
-            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if record is None or report.malformed_task(name, record):
                 log.warning("%s is damaged: running %s again", path, name)
                 record = None
+            else:
+                record["cached"] = True
+                log.info("%s: cached in %s", name, path)
         if record is None:
             module, func = task.run.split(":")
             run = getattr(importlib.import_module(module), func)
