@@ -452,9 +452,13 @@ def iter_tokens(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     vocab_size: int | None = None,
     fast: bool = True,
+    logprobs: list[list[float]] | None = None,
 ) -> Iterator[list[int | None]]:
     """Like `generate`, but yields after each step the new token of every prompt (None once a prompt has ended),
-    for streaming. A stop id is not yielded; the token that completes a stop string is."""
+    for streaming. A stop id is not yielded; the token that completes a stop string is.
+
+    With a list as `logprobs`, each step first appends to it every row's log-probability
+    of its new token under the model (natural log, before temperature and truncation)."""
     from gpt2.weights import unwrap
 
     check_sampling(temperature, top_k, top_p)
@@ -469,9 +473,14 @@ def iter_tokens(
     finished = [False] * len(prompts)
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
+        full = logits
         if vocab_size is not None and vocab_size < logits.shape[-1]:
             logits = logits[:, :vocab_size]
-        return sample_next(logits, temperature, top_k, top_p, generator)
+        tokens = sample_next(logits, temperature, top_k, top_p, generator)
+        if logprobs is not None:
+            chosen = tokens.to(full.device)[:, None]
+            logprobs.append((full.float().gather(-1, chosen) - full.float().logsumexp(-1, keepdim=True))[:, 0].tolist())
+        return tokens
 
     was_training = model.training
     model.eval()
@@ -507,7 +516,8 @@ def generate(
     vocab_size: int | None = None,
     fast: bool = True,
     progress: bool | None = False,
-) -> list[list[int]]:
+    return_logprobs: bool = False,
+) -> list[list[int]] | tuple[list[list[int]], list[list[float]]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens; returns only the new tokens.
 
     temperature 0 is greedy decoding; otherwise tokens are drawn from the softmax
@@ -518,8 +528,12 @@ def generate(
     `stop_ids` (not included) or once its text contains one of `stop_strings`
     (needs `tokenizer`; the stop string and what follows are cut off, with the
     token that straddles its start). `vocab_size` restricts sampling to ids below it.
+    `return_logprobs` also returns, for every new token, its log-probability under
+    the model (natural log, before temperature and truncation).
     """
     outputs: list[list[int]] = [[] for _ in prompts]
+    scores: list[list[float]] = [[] for _ in prompts]
+    trace: list[list[float]] | None = [] if return_logprobs else None
     bar = None
     if progress is not False:
         from tqdm import tqdm
@@ -530,10 +544,13 @@ def generate(
         for tokens in iter_tokens(
             model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, stop_ids=stop_ids,
             stop_strings=stop_strings, tokenizer=tokenizer, generator=generator, vocab_size=vocab_size, fast=fast,
+            logprobs=trace,
         ):
-            for out, t in zip(outputs, tokens):
+            for i, t in enumerate(tokens):
                 if t is not None:
-                    out.append(t)
+                    outputs[i].append(t)
+                    if trace is not None:
+                        scores[i].append(trace[-1][i])
             if bar is not None:
                 bar.update(1)
     finally:
@@ -543,6 +560,8 @@ def generate(
         outputs = [cut_at_stop(tokenizer, out, stop_strings) for out in outputs]
     n = sum(len(o) for o in outputs)
     log.debug("generated %d tokens for %d prompts in %.2f s", n, len(outputs), time.perf_counter() - t0)
+    if return_logprobs:
+        return outputs, [lp[: len(out)] for lp, out in zip(scores, outputs)]
     return outputs
 
 

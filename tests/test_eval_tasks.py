@@ -343,6 +343,22 @@ def test_natural_questions_exact_match_and_confidence(models, gpt2_tokenizer, tm
     assert got["em-top1pct"] == pytest.approx(100 * right[int(np.argmax(conf))])  # 1% of 8 questions is 1
 
 
+def test_natural_questions_confidence_recorded_while_generating(models, gpt2_tokenizer, tmp_path):
+    """With gpt2.sample.generate the answers' log-probabilities come from the generation itself: no second pass."""
+    from gpt2.sample import generate
+
+    _, ours = models
+    files = {"nq-open-dev": SHARED / "nq_open" / "NQ-open.dev.jsonl"}
+    cfg = EvalConfig(model="tiny", out=tmp_path, limit=6, nq_shots=2)
+    # transformers' generate reports no log-probabilities: then the answers are scored again
+    rescored = generation.natural_questions(context(models, gpt2_tokenizer, files, tmp_path, limit=6, nq_shots=2))
+    scorer = Scorer(ours, batch_tokens=2048)
+    recorded = generation.natural_questions(Context(ours, gpt2_tokenizer, scorer, files, cfg, generate, progress=False))
+    assert scorer.tokens_run == 0  # nothing was scored again
+    assert [x["answer"] for x in recorded.samples] == [x["answer"] for x in rescored.samples]
+    assert [x["logprob"] for x in recorded.samples] == pytest.approx([x["logprob"] for x in rescored.samples], rel=1e-4)
+
+
 def test_cnndm_summaries_and_baselines(models, gpt2_tokenizer, tmp_path):
     root = SHARED / "cnn_dailymail_sample"
     files = {"cnndm-stories": root / "cnn_stories", "cnndm-test-urls": root / "abisee_url_lists" / "all_test.txt"}

@@ -150,6 +150,22 @@ def test_seeded_generation_is_reproducible(tmp_path):
     assert all(len(o) == 15 for o in run(3))
 
 
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(top_k=5, temperature=0.7)])
+def test_returned_logprobs_are_the_models_own(tmp_path, sampling):
+    """Each new token's log-probability, recomputed with one forward pass over prompt + continuation."""
+    _, model = hf_and_ours(tmp_path, n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=32)
+    prompts = random_prompts([4, 2, 6], 50, seed=5)
+    g = [torch.Generator().manual_seed(i) for i in range(3)]
+    tokens, logprobs = generate(model, prompts, 9, stop_ids=[7], generator=g, return_logprobs=True, **sampling)
+    assert tokens == generate(model, prompts, 9, stop_ids=[7], generator=[torch.Generator().manual_seed(i) for i in range(3)], **sampling)
+    for prompt, new, lp in zip(prompts, tokens, logprobs):
+        assert len(lp) == len(new)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + new]))[0][0].double()
+        want = logits.log_softmax(-1)[torch.arange(len(prompt) - 1, len(prompt) + len(new) - 1), torch.tensor(new)]
+        assert lp == pytest.approx(want.tolist(), rel=1e-5, abs=1e-5)
+
+
 def test_stop_ids_end_only_their_row(tmp_path):
     _, model = hf_and_ours(tmp_path, n_layer=2, n_head=4, n_embd=32, vocab_size=101, n_positions=32)
     prompts = random_prompts([4, 5], 101, seed=2)

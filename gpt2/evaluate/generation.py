@@ -18,6 +18,7 @@ evaluation file, which are then not scored.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -47,15 +48,19 @@ def _newline_ids(tokenizer) -> list[int]:
 
 
 def generate_batched(
-    ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end", seed: int | None = None, **sampling
+    ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end", seed: int | None = None,
+    logprobs: list[list[float] | None] | None = None, **sampling
 ) -> tuple[list[list[int]], int]:
     """Generate for every prompt, in batches of similar length; returns (new tokens per prompt, prompts cut).
 
     A prompt longer than `block_size - max_new_tokens` keeps its last tokens
     (`keep="end"`) or its first ones (`keep="start"`). With `seed`, prompt i
     samples from its own generator seeded with seed + i, so its result does not
-    depend on how prompts are batched (--batch-tokens).
+    depend on how prompts are batched (--batch-tokens). A list as `logprobs` is
+    filled with each prompt's log-probabilities of its new tokens, if `ctx.generate`
+    can report them (gpt2.sample.generate can), else with None.
     """
+    reports = logprobs is not None and "return_logprobs" in inspect.signature(ctx.generate).parameters
     if ctx.generate is None:
         raise GPT2Error("generation tasks need gpt2.sample.generate, which this installation of gpt2 lacks")
     room = ctx.scorer.block_size - max_new_tokens
@@ -71,7 +76,8 @@ def generate_batched(
     if ctx.tokenizer.n_vocab < ctx.model.config.vocab_size:
         sampling["vocab_size"] = ctx.tokenizer.n_vocab  # never produce ids the tokenizer cannot decode
     out: list[list[int]] = [[] for _ in fitted]
-    done = _resume(ctx.partial, desc, fitted, out)
+    scores: list[list[float] | None] = [None] * len(fitted)
+    done = _resume(ctx.partial, desc, fitted, out, scores if reports else None)
     order = sorted((i for i in range(len(fitted)) if i not in done), key=lambda i: -len(fitted[i]))
     with tqdm(total=len(fitted), initial=len(done), desc=desc, unit="prompt", file=sys.stderr,
               disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
@@ -82,13 +88,21 @@ def generate_batched(
             i += len(batch)
             if seed is not None:
                 sampling["generator"] = [torch.Generator().manual_seed(seed + k) for k in batch]
-            new = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, **sampling)
-            for k, tokens in zip(batch, new):
-                out[k] = [int(t) for t in tokens]
+            if reports:
+                new, lps = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, return_logprobs=True, **sampling)
+            else:
+                new, lps = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, **sampling), [None] * len(batch)
+            for k, tokens, lp in zip(batch, new, lps):
+                out[k], scores[k] = [int(t) for t in tokens], lp
             if ctx.partial is not None:
                 with open(ctx.partial, "a", encoding="utf-8") as f:
-                    f.writelines(json.dumps({"desc": desc, "prompt": k, "id": _prompt_id(fitted[k]), "new": out[k]}) + "\n" for k in batch)
+                    f.writelines(
+                        json.dumps({"desc": desc, "prompt": k, "id": _prompt_id(fitted[k]), "new": out[k], "logprobs": scores[k]}) + "\n"
+                        for k in batch
+                    )
             bar.update(len(batch))
+    if logprobs is not None:
+        logprobs[:] = scores
     return out, cut
 
 
@@ -96,11 +110,15 @@ def _prompt_id(tokens: list[int]) -> str:
     return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()[:16]
 
 
-def _resume(partial: Path | None, desc: str, prompts: list[list[int]], out: list[list[int]]) -> set[int]:
-    """Fill `out` with what an interrupted run of this task wrote to `partial`; return those prompts' indices.
+def _resume(
+    partial: Path | None, desc: str, prompts: list[list[int]], out: list[list[int]], scores: list[list[float] | None] | None
+) -> set[int]:
+    """Fill `out` (and `scores`, if given) with what an interrupted run of this task wrote to `partial`;
+    return those prompts' indices.
 
-    A line is taken only if its prompt is still the prompt at that index (same tokens); the
-    last line of a killed run may be cut short and is skipped.
+    A line is taken only if its prompt is still the prompt at that index (same tokens) and,
+    when `scores` are wanted, it holds them; the last line of a killed run may be cut short
+    and is skipped.
     """
     done: set[int] = set()
     if partial is None or not partial.exists():
@@ -114,6 +132,10 @@ def _resume(partial: Path | None, desc: str, prompts: list[list[int]], out: list
             r = json.loads(line)
             k = r["prompt"]
             if r["desc"] == desc and 0 <= k < len(prompts) and r["id"] == _prompt_id(prompts[k]):
+                if scores is not None:
+                    if r.get("logprobs") is None:
+                        continue
+                    scores[k] = [float(x) for x in r["logprobs"]]
                 out[k] = [int(t) for t in r["new"]]
                 done.add(k)
         except (ValueError, KeyError, TypeError):
@@ -286,15 +308,20 @@ def natural_questions(ctx: Context) -> TaskOutput:
     shots = [(q, answers[0]) for q, answers in data[:k]]
     test = ctx.limited(data[k:])
     prompts = ctx.encode([qa_prompt(shots, q) for q, _ in test])
+    logprobs: list = []
     new, cut = generate_batched(ctx, prompts, NQ_NEW_TOKENS, desc="Natural Questions", temperature=0.0,
-                                stop_ids=(ctx.eot, *_newline_ids(ctx.tokenizer)))
+                                stop_ids=(ctx.eot, *_newline_ids(ctx.tokenizer)), logprobs=logprobs)
     answer_ids = [_first_line(ctx, n) for n in new]
     answers = [ctx.tokenizer.decode(a).strip() for a in answer_ids]
     correct = [M.max_over_references(M.exact_match, a, refs) for a, (_, refs) in zip(answers, test)]
-    # the model's confidence: the probability it gave its own answer (the tokens before the line break)
-    requests = [(p, [a]) for p, a in zip(prompts, answer_ids) if a]
-    scored = iter(ctx.scorer.score(requests, desc="NQ confidence")) if requests else iter(())
-    confidence = [next(scored)[0].total if a else -math.inf for a in answer_ids]
+    # the model's confidence: the probability it gave its own answer (the tokens before the line break),
+    # recorded while generating; scored again only if the generator cannot report it
+    if all(lp is not None for lp in logprobs):
+        confidence = [math.fsum(lp[: len(a)]) if a else -math.inf for lp, a in zip(logprobs, answer_ids)]
+    else:
+        requests = [(p, [a]) for p, a in zip(prompts, answer_ids) if a]
+        scored = iter(ctx.scorer.score(requests, desc="NQ confidence")) if requests else iter(())
+        confidence = [next(scored)[0].total if a else -math.inf for a in answer_ids]
     top = max(1, math.ceil(len(test) / 100))
     best = sorted(range(len(test)), key=lambda i: -confidence[i])[:top]
     metrics = [
