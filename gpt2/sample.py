@@ -478,8 +478,8 @@ def iter_tokens(
             logits = logits[:, :vocab_size]
         tokens = sample_next(logits, temperature, top_k, top_p, generator)
         if logprobs is not None:
-            chosen = tokens.to(full.device)[:, None]
-            logprobs.append((full.float().gather(-1, chosen) - full.float().logsumexp(-1, keepdim=True))[:, 0].tolist())
+            full = full.float()
+            logprobs.append((full.gather(-1, tokens.to(full.device)[:, None]) - full.logsumexp(-1, keepdim=True))[:, 0].tolist())
         return tokens
 
     was_training = model.training

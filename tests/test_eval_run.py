@@ -185,24 +185,21 @@ def test_report_of_several_models_with_plots(gpt2_tokenizer, tmp_path):
 
 
 def test_cli_errors_are_one_line(cli, tmp_path):
-    r = cli("report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"))
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
-    r = cli("report", "--results", str(tmp_path / "bad.json"))
-    assert r.returncode == 2 and "not a results file written by `gpt2 eval`" in r.stderr
-    r = cli("eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
-    r = cli("eval", "--model", "x", "--out", "o", "--tasks", "lambada,nope")
-    assert r.returncode == 2 and "unknown task 'nope'" in r.stderr
-    r = cli("eval", "--model", "x", "--out", "o", "--windows", "both")
-    assert r.returncode == 2 and "disjoint" in r.stderr
     (tmp_path / "damaged.json").write_text('{"format": "gpt2-eval-results", "version": 1, "model": {"name": "m"}, "tasks": "x"}')
-    r = cli("report", "--results", str(tmp_path / "damaged.json"), "--out", str(tmp_path / "r"))
-    assert r.returncode == 2 and "is damaged (results has no 'environment')" in r.stderr and "Traceback" not in r.stderr
-    r = cli("eval", "--model", "x", "--out", "o", "--cola-threshold", "nan")
-    assert r.returncode == 2 and "--cola-threshold must be a finite number" in r.stderr
-    r = cli("eval", "--model", "x", "--out", "o", "--seed", "-1")
-    assert r.returncode == 2 and "--seed must be between 0 and 2**63 - 1" in r.stderr
+    cases = [
+        (["report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")], "does not exist"),
+        (["report", "--results", str(tmp_path / "bad.json")], "not a results file written by `gpt2 eval`"),
+        (["report", "--results", str(tmp_path / "damaged.json"), "--out", str(tmp_path / "r")], "is damaged (results has no 'environment')"),
+        (["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "does not exist"),
+        (["eval", "--model", "x", "--out", "o", "--tasks", "lambada,nope"], "unknown task 'nope'"),
+        (["eval", "--model", "x", "--out", "o", "--windows", "both"], "disjoint"),
+        (["eval", "--model", "x", "--out", "o", "--cola-threshold", "nan"], "--cola-threshold must be a finite number"),
+        (["eval", "--model", "x", "--out", "o", "--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+    ]
+    for args, fragment in cases:
+        r = cli(*args)
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and fragment in r.stderr, (args, r.stderr)
 
 
 def test_a_damaged_task_file_is_computed_again(gpt2_tokenizer, tmp_path):
