@@ -155,6 +155,7 @@ def main() -> None:
         sums_hf = [x + y for x, y in zip(sums_hf, b)]
         print(f"  LAMBADA {i + len(chunk):5d}/{len(passages)}: ours {t_ours:7.1f} s, transformers {t_hf:7.1f} s", flush=True)
     n = len(passages)
+    lambada_times = (t_ours, t_hf)
     print(f"LAMBADA, {n:,} passages: ours {t_ours:.1f} s ({n / t_ours:.1f} passages/s), transformers loop {t_hf:.1f} s "
           f"({n / t_hf:.1f} passages/s): {t_hf / t_ours:.2f}x")
     for name, s in (("ours", sums_ours), ("transformers", sums_hf)):
@@ -187,6 +188,8 @@ def main() -> None:
     if scored == len(stream) - 1:
         print(f"  ppl per original word ({words:,}): ours {math.exp(nll_ours / words):.6g}, transformers {math.exp(nll_hf / words):.6g}")
     print(f"  NLL: ours {nll_ours:.6f}, transformers {nll_hf:.6f} (relative difference {abs(nll_ours - nll_hf) / nll_hf:.1e})")
+    both_ours, both_hf = lambada_times[0] + t_ours, lambada_times[1] + t_hf
+    print(f"both: ours {both_ours:.1f} s, transformers loop {both_hf:.1f} s: {both_hf / both_ours:.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ F.cross_entropy, the same optimizer), which the issue that set the targets
 also measured. Steps of the three alternate, so all see the same
 machine load; the figure is the median step time after warm-up, with the best
 step in brackets. MFU uses the same FLOP count for all (gpt2.train.flops_per_token)
-over the bfloat16 (or float32) matmul peak measured here, on the same threads.
+over the bfloat16 (or float32) matmul peak measured here, on the same threads:
+at the start, between rounds of steps (their median, the fairer figure on a
+machine whose matmul throughput drifts), and at the end.
 
     python bench/bench_train.py                      # T=256 and 1024, B=4, bf16 and fp32
     python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 8 --compile
@@ -156,11 +158,13 @@ def main() -> None:
                 for _ in range(2):
                     step(inputs, targets)
             times: dict[str, list[float]] = {name: [] for name in steps}
+            round_peaks = []  # the matmul peak drifts on a shared machine: measure it between rounds of steps too
             for _ in range(args.steps):
                 for name, step in steps.items():
                     t = time.perf_counter()
                     step(inputs, targets)
                     times[name].append(time.perf_counter() - t)
+                round_peaks.append(measure_matmul_tflops(torch.device("cpu"), dtype, seconds=1.0))
             flops = flops_per_token(GPTConfig(), seq) * args.batch * seq
             tok = args.batch * seq
             result = {}
@@ -168,12 +172,16 @@ def main() -> None:
                 med, best = statistics.median(ts), min(ts)
                 result[name] = (tok / med, tok / best, flops / med / (peaks[dname] * 1e12))
                 rows.append((seq, dname, name, *result[name]))
-            print(f"\nT={seq} B={args.batch} {dname} ({time.perf_counter() - t0:.0f} s):")
+            peak_during = statistics.median(round_peaks)
+            print(f"\nT={seq} B={args.batch} {dname} ({time.perf_counter() - t0:.0f} s; matmul peak between rounds: "
+                  f"median {peak_during:.2f}, range {min(round_peaks):.2f}-{max(round_peaks):.2f} TFLOP/s):")
             for name, (tps, tps_best, mfu) in result.items():
                 ratio = f"  {tps / result['HF'][0]:.2f}x HF" if name != "HF" else ""
                 if name.startswith("ours"):
                     ratio += f", {tps / result['nanoGPT-style'][0]:.2f}x nanoGPT-style"
-                print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}%{ratio}")
+                during = flops_per_token(GPTConfig(), seq) * tps / (peak_during * 1e12)
+                print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}% (start peak), "
+                      f"{100 * during:5.1f}% (peak between rounds){ratio}")
             del contenders, steps
     # the machine is shared: measure the peak again at the end and keep the better figure
     after = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}

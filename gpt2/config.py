@@ -715,6 +715,7 @@ class ReportConfig:
 
     results: list[Path] = opt(help="results.json files, or the --out directories of `gpt2 eval` runs")
     out: Path = opt(Path("report"), "directory for report.md and the PNG plots")
+    force: bool = opt(False, "replace a report.md or plots already in --out")
 
     def __post_init__(self) -> None:
         if not self.results:

@@ -183,6 +183,17 @@ def test_report_of_several_models_with_plots(gpt2_tokenizer, tmp_path):
         assert image.shape[0] > 200 and image.shape[1] > 400 and np.ptp(image) > 0
     assert sorted(p.name for p in files) == ["language_modeling.png", "report.md", "zero_shot_tasks.png"]
 
+    # a second report into the same folder needs --force; nothing is touched without it
+    before = {p: p.read_bytes() for p in files}
+    (tmp_path / "report" / "report.md").write_text("my notes")
+    with pytest.raises(GPT2Error, match="already holds report.md, language_modeling.png, zero_shot_tasks.png; pass --force"):
+        report.report_command(ReportConfig(results=[tmp_path / "small"], out=tmp_path / "report"))
+    assert (tmp_path / "report" / "report.md").read_text() == "my notes"
+    assert all(p.read_bytes() == b for p, b in before.items() if p.suffix == ".png")
+    report.report_command(ReportConfig(results=[tmp_path / "small"], out=tmp_path / "report", force=True))
+    replaced = (tmp_path / "report" / "report.md").read_text()
+    assert "| small (" in replaced and "| large (" not in replaced
+
 
 def test_cli_errors_are_one_line(cli, tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "something else"}')

@@ -266,6 +266,8 @@ def _cell(text: str) -> str:
 # ----------------------------------------------------------------------------
 # plots
 
+PLOT_FILES = ("language_modeling.png", "zero_shot_tasks.png")  # Figure 4 and Figure 1 style
+
 # Figure 4 style: language modelling against size. (task, metric id, axis label)
 LM_PANELS = [
     ("wikitext2", "ppl", "WikiText-2 perplexity"),
@@ -349,8 +351,8 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, panels, title in [
-        ("language_modeling.png", [(t, [(t, i, "")], label, label) for t, i, label in LM_PANELS], "Zero-shot language modelling against model size"),
-        ("zero_shot_tasks.png", [(p[0], p[1], p[2], p[0]) for p in TASK_PANELS], "Zero-shot task performance against model size"),
+        (PLOT_FILES[0], [(t, [(t, i, "")], label, label) for t, i, label in LM_PANELS], "Zero-shot language modelling against model size"),
+        (PLOT_FILES[1], [(p[0], p[1], p[2], p[0]) for p in TASK_PANELS], "Zero-shot task performance against model size"),
     ]:
         cols = 4 if len(panels) > 6 else 3
         rows = math.ceil(len(panels) / cols)
@@ -374,6 +376,9 @@ def report_command(cfg) -> list[Path]:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise GPT2Error(f"--out {out} is a file; give a directory")
+    existing = [f.name for f in (out / "report.md", *(out / name for name in PLOT_FILES)) if f.exists()]
+    if existing and not cfg.force:
+        raise GPT2Error(f"--out {out} already holds {', '.join(existing)}; pass --force to replace them, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown(runs), encoding="utf-8")
     files = [out / "report.md", *plot(runs, out)]
