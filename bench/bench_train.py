@@ -179,9 +179,8 @@ def main() -> None:
                 ratio = f"  {tps / result['HF'][0]:.2f}x HF" if name != "HF" else ""
                 if name.startswith("ours"):
                     ratio += f", {tps / result['nanoGPT-style'][0]:.2f}x nanoGPT-style"
-                during = flops_per_token(GPTConfig(), seq) * tps / (peak_during * 1e12)
                 print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}% (start peak), "
-                      f"{100 * during:5.1f}% (peak between rounds){ratio}")
+                      f"{100 * mfu * peaks[dname] / peak_during:5.1f}% (peak between rounds){ratio}")
             del contenders, steps
     # the machine is shared: measure the peak again at the end and keep the better figure
     after = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}
