@@ -15,8 +15,17 @@ window, `log_softmax` over the full logits. The work is interleaved in
 chunks (ours on a chunk, then the peer on the same chunk) so that both see
 the same machine load, and every chunk's numbers are compared.
 
-    python bench/bench_eval.py                      # everything (long on a CPU)
+CNN/Daily Mail (`--tasks cnndm`, not part of the default): the paper's
+summaries, each article with and without the "TL;DR:" hint, 100 tokens of
+top-k (k = 2) sampling. Ours: `gpt2.evaluate.generation.cnndm` as `gpt2 eval`
+runs it (both prompts of an article in one batch, the article run once), and
+the same with prefix sharing off; peer: transformers' `generate` per prompt.
+Sampled text differs between the two libraries (different random streams),
+so only the times compare.
+
+    python bench/bench_eval.py                      # LAMBADA and WikiText-2 (long on a CPU)
     python bench/bench_eval.py --lambada 1000 --wikitext-windows 64
+    python bench/bench_eval.py --tasks cnndm --cnndm 20
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,32 +125,97 @@ def wikitext_hf(hf, stream: list[int], start: int, stop: int, block: int = 1024)
     return nll
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lambada", type=int, default=0, help="passages (0: all 5,153)")
-    ap.add_argument("--wikitext-windows", type=int, default=0, help="1,024-token windows of WikiText-2 test (0: all)")
-    ap.add_argument("--chunks", type=int, default=8, help="interleaved chunks per task")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-tokens", type=int, default=8192)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+# ---------------------------------------------------------------------------- CNN / Daily Mail
 
-    tok = Tokenizer.load(SHARED / "gpt2_bpe")
-    hf, ours = models(args.seed)
-    scorer = Scorer(ours, batch_tokens=args.batch_tokens, progress=False)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; float32")
-    print("model: GPT-2 124M shape (12 layers, 768 wide, 50,257 tokens, context 1,024), random weights, identical on both sides")
+CNNDM = SHARED / "cnn_dailymail_sample"
 
+
+def cnndm_files(urls: list[str], folder: Path) -> dict[str, Path]:
+    """The task's files for the stories of `urls` only: a test list holding just those."""
+    (folder / "urls.txt").write_text("".join(u + "\n" for u in urls))
+    return {"cnndm-stories": CNNDM / "cnn_stories", "cnndm-test-urls": folder / "urls.txt"}
+
+
+def cnndm_ours(ours, tok: Tokenizer, files: dict[str, Path], folder: Path, batch_tokens: int, seed: int) -> int:
+    """`gpt2 eval --tasks cnndm` on these stories; returns the tokens generated."""
+    from gpt2.config import EvalConfig
+    from gpt2.evaluate import generation
+    from gpt2.evaluate.tasks import Context
+    from gpt2.sample import generate
+
+    cfg = EvalConfig(model="bench", out=folder, seed=seed, batch_tokens=batch_tokens)
+    ctx = Context(ours, tok, Scorer(ours), files, cfg, generate, progress=False)
+    return generation.cnndm(ctx).tokens_scored
+
+
+@torch.inference_mode()
+def cnndm_hf(hf, tok: Tokenizer, files: dict[str, Path], seed: int) -> int:
+    """The same prompts (article cut to fit, with and without the hint), one transformers `generate` each."""
+    from gpt2.evaluate import generation
+    from gpt2.evaluate.datasets import load_cnndm
+
+    hint = tok.encode_ordinary("\nTL;DR:")
+    room = 1024 - generation.CNNDM_NEW_TOKENS - len(hint)
+    made = 0
+    for i, story in enumerate(load_cnndm(files["cnndm-stories"], files["cnndm-test-urls"])):
+        article = tok.encode_ordinary(story.article)[:room]
+        for prompt in (article + hint, article):
+            torch.manual_seed(seed + i)
+            out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                              max_new_tokens=generation.CNNDM_NEW_TOKENS, do_sample=True, top_k=generation.CNNDM_TOP_K,
+                              eos_token_id=tok.eot_token, pad_token_id=tok.eot_token)
+            made += out.shape[1] - len(prompt)
+    return made
+
+
+def bench_cnndm(hf, ours, tok: Tokenizer, n: int, batch_tokens: int, seed: int, chunks: int) -> None:
+    import hashlib
+
+    from gpt2 import sample
+    from gpt2.evaluate import generation
+
+    present = {p.stem for p in (CNNDM / "cnn_stories").rglob("*.story")}
+    urls = [u.strip() for u in read_text(CNNDM / "abisee_url_lists" / "all_test.txt").splitlines()
+            if hashlib.sha1(u.strip().encode()).hexdigest() in present]
+    urls = urls[:n] if n else urls
+    share = sample.SHARE_MIN_PREFIX
+    times = {"ours": 0.0, "ours, prefix sharing off": 0.0, "transformers": 0.0}
+    made = dict.fromkeys(times, 0)
+    size = math.ceil(len(urls) / chunks)
+    with tempfile.TemporaryDirectory() as tmp:
+        for lo in range(0, len(urls), size):  # the three alternate on chunks of articles
+            for name in times:
+                folder = Path(tmp) / f"{lo}-{len(made) and list(times).index(name)}"
+                folder.mkdir()
+                files = cnndm_files(urls[lo : lo + size], folder)
+                t = time.perf_counter()
+                if name == "transformers":
+                    made[name] += cnndm_hf(hf, tok, files, seed)
+                else:
+                    sample.SHARE_MIN_PREFIX = share if name == "ours" else 10**9
+                    try:
+                        made[name] += cnndm_ours(ours, tok, files, folder, batch_tokens, seed)
+                    finally:
+                        sample.SHARE_MIN_PREFIX = share
+                times[name] += time.perf_counter() - t
+            print(f"  CNN/DM {min(lo + size, len(urls)):3d}/{len(urls)} articles: "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)
+    print(f"CNN/DM, {len(urls)} articles x 2 prompts ({generation.CNNDM_NEW_TOKENS} new tokens each at most, top-k {generation.CNNDM_TOP_K}):")
+    for name, t in times.items():
+        print(f"  {name:26s} {t:7.1f} s  ({made[name]:,} tokens generated, {made[name] / t:.1f} tokens/s)  "
+              f"transformers / this: {times['transformers'] / t:.2f}x")
+
+
+def bench_lambada(hf, scorer: Scorer, tok: Tokenizer, limit: int, chunks: int) -> tuple[float, float]:
     passages = load_lambada(SHARED / "lambada" / "lambada_test.jsonl")
-    passages = passages[: args.lambada] if args.lambada else passages
+    passages = passages[:limit] if limit else passages
     banned = cloze.stop_word_ids(tok)
     with torch.inference_mode():  # warm up both
         lambada_ours(scorer, tok, passages[:8], banned)
         lambada_hf(hf, tok, passages[:2], banned)
     t_ours = t_hf = 0.0
     sums_ours, sums_hf = [0.0, 0, 0, 0], [0.0, 0, 0, 0]
-    size = math.ceil(len(passages) / args.chunks)
+    size = math.ceil(len(passages) / chunks)
     for i in range(0, len(passages), size):
         chunk = passages[i : i + size]
         t0 = time.perf_counter()
@@ -155,22 +230,24 @@ def main() -> None:
         sums_hf = [x + y for x, y in zip(sums_hf, b)]
         print(f"  LAMBADA {i + len(chunk):5d}/{len(passages)}: ours {t_ours:7.1f} s, transformers {t_hf:7.1f} s", flush=True)
     n = len(passages)
-    lambada_times = (t_ours, t_hf)
     print(f"LAMBADA, {n:,} passages: ours {t_ours:.1f} s ({n / t_ours:.1f} passages/s), transformers loop {t_hf:.1f} s "
           f"({n / t_hf:.1f} passages/s): {t_hf / t_ours:.2f}x")
     for name, s in (("ours", sums_ours), ("transformers", sums_hf)):
         print(f"  {name:12s} acc {100 * s[1] / n:.2f}%  last-token {100 * s[2] / n:.2f}%  stop-word filter {100 * s[3] / n:.2f}%  "
               f"ppl {math.exp(s[0] / n):.6g}")
+    return t_ours, t_hf
 
+
+def bench_wikitext(hf, scorer: Scorer, tok: Tokenizer, limit: int, chunks: int) -> tuple[float, float]:
     original = read_text(SHARED / "wikitext2_tokens" / "wiki.test.tokens")
     words = len(original.split())
     stream = [tok.eot_token] + tok.encode_ordinary(detokenize.wikitext(original))
     windows = list(range(0, len(stream) - 1, 1024))
-    windows = windows[: args.wikitext_windows] if args.wikitext_windows else windows
+    windows = windows[:limit] if limit else windows
     end_of = lambda k: min(windows[k - 1] + 1024, len(stream) - 1)  # noqa: E731
     t_ours = t_hf = 0.0
     nll_ours = nll_hf = 0.0
-    size = math.ceil(len(windows) / args.chunks)
+    size = math.ceil(len(windows) / chunks)
     for k in range(0, len(windows), size):
         start, stop = windows[k], end_of(min(k + size, len(windows)))
         t0 = time.perf_counter()
@@ -188,8 +265,41 @@ def main() -> None:
     if scored == len(stream) - 1:
         print(f"  ppl per original word ({words:,}): ours {math.exp(nll_ours / words):.6g}, transformers {math.exp(nll_hf / words):.6g}")
     print(f"  NLL: ours {nll_ours:.6f}, transformers {nll_hf:.6f} (relative difference {abs(nll_ours - nll_hf) / nll_hf:.1e})")
-    both_ours, both_hf = lambada_times[0] + t_ours, lambada_times[1] + t_hf
-    print(f"both: ours {both_ours:.1f} s, transformers loop {both_hf:.1f} s: {both_hf / both_ours:.2f}x")
+    return t_ours, t_hf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default="lambada,wikitext2", help="comma-separated: lambada, wikitext2, cnndm")
+    ap.add_argument("--lambada", type=int, default=0, help="passages (0: all 5,153)")
+    ap.add_argument("--wikitext-windows", type=int, default=0, help="1,024-token windows of WikiText-2 test (0: all)")
+    ap.add_argument("--cnndm", type=int, default=0, help="CNN/DM test articles of the sample in ../shared (0: all present)")
+    ap.add_argument("--chunks", type=int, default=8, help="interleaved chunks per task")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-tokens", type=int, default=8192)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
+    unknown = tasks - {"lambada", "wikitext2", "cnndm"}
+    if unknown:
+        ap.error(f"unknown task(s) {', '.join(sorted(unknown))}: choose from lambada, wikitext2, cnndm")
+    torch.set_num_threads(args.threads)
+
+    tok = Tokenizer.load(SHARED / "gpt2_bpe")
+    hf, ours = models(args.seed)
+    scorer = Scorer(ours, batch_tokens=args.batch_tokens, progress=False)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; float32")
+    print("model: GPT-2 124M shape (12 layers, 768 wide, 50,257 tokens, context 1,024), random weights, identical on both sides")
+    totals = []
+    if "lambada" in tasks:
+        totals.append(bench_lambada(hf, scorer, tok, args.lambada, args.chunks))
+    if "wikitext2" in tasks:
+        totals.append(bench_wikitext(hf, scorer, tok, args.wikitext_windows, args.chunks))
+    if len(totals) == 2:
+        both_ours, both_hf = (sum(t[i] for t in totals) for i in (0, 1))
+        print(f"both: ours {both_ours:.1f} s, transformers loop {both_hf:.1f} s: {both_hf / both_ours:.2f}x")
+    if "cnndm" in tasks:
+        bench_cnndm(hf, ours, tok, args.cnndm, args.batch_tokens, args.seed, args.chunks)
 
 
 if __name__ == "__main__":

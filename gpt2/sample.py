@@ -6,7 +6,8 @@ decoding for its question answering); top-p is Holtzman et al. (2019),
 
 `generate` takes a batch of prompts of any lengths (left-padded into one batch,
 with an attention mask and per-row positions), fills one preallocated cache
-per context window with a single forward pass over the prompts, then feeds one
+per context window with a single forward pass over the prompts (a beginning
+that several prompts share runs once: `shared_prefixes`), then feeds one
 token per step and computes logits for that position only. Sampling is a pure
 function of the logits and an explicit `torch.Generator`, so a seed reproduces
 a run. A sequence ends at a stop id (e.g. <|endoftext|>, not returned) or a stop
@@ -19,7 +20,7 @@ generated); when the window is full, the cache is rebuilt the same way from
 the most recent tokens and generation goes on.
 
 On a CPU the decode steps multiply with weights prepacked for the batch size
-(`_PackedLinears`; `fast=False` turns this off), and a single bfloat16 row on a
+(`_PackedLinears`; `fast=False` turns this and prefix sharing off), and a single bfloat16 row on a
 CPU with AVX512-BF16 runs a written-out step on the kernels of gpt2/_gemv.c
 (`_OneRowStep`): see docs/model.md, "How generation is made fast", and
 bench/bench_generate.py.
@@ -319,6 +320,130 @@ def _addmv(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable:
     return forward
 
 
+# ----------------------------------------------------------------------------
+# prompts that begin alike: their common beginning runs once
+
+# A beginning shared by several prompts of a batch runs once when it is at least this many tokens
+# (shorter ones cost less to repeat than to run apart and copy into every row's cache).
+SHARE_MIN_PREFIX = 32
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    """len of the longest common prefix (slice comparisons in a bisection: C speed on long prompts)."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def shared_prefixes(prompts: Sequence[Sequence[int]], min_shared: int | None = None) -> list[tuple[int, list[int]]]:
+    """Group prompts by a common beginning: a list of (prefix length, prompt indices), every prompt in one group.
+
+    Prompts are sorted by their tokens, so those that begin alike are neighbours
+    (an article before the same article with "TL;DR:" appended, few-shot prompts
+    after their shared examples). A prompt joins the group before it while the
+    group's common prefix stays at least `min_shared` tokens long and the tokens
+    it saves do not shrink (`min_shared` defaults to SHARE_MIN_PREFIX). A prefix
+    leaves at least one token of every prompt (whose logits start the generation);
+    a group of one has prefix length 0.
+    """
+    min_shared = SHARE_MIN_PREFIX if min_shared is None else min_shared
+    prompts = [list(p) for p in prompts]
+    groups: list[tuple[int, list[int]]] = []
+    for r in sorted(range(len(prompts)), key=lambda i: prompts[i]):
+        if groups:
+            m, rows = groups[-1]
+            prev = prompts[rows[-1]]
+            shared = min(m, _common_length(prev, prompts[r]), len(prompts[r]) - 1)
+            # joining: n rows share `shared` tokens; apart: n - 1 rows share m
+            if shared >= min_shared and len(rows) * shared >= (len(rows) - 1) * m:
+                groups[-1] = (shared, rows + [r])
+                continue
+        groups.append((len(prompts[r]) - 1, [r]))
+    return [(m if len(rows) > 1 else 0, rows) for m, rows in groups]
+
+
+def _sharing_plan(contexts: list[list[int]], span: int, block_size: int) -> list[tuple[int, list[int]]] | None:
+    """The groups of `shared_prefixes` if running each shared prefix once saves at least a quarter of
+    the prompt pass (and the cache of prefix, suffix and new tokens fits the context); else None."""
+    if len(contexts) < 2:
+        return None
+    groups = shared_prefixes(contexts)
+    heads = [m for m, _ in groups if m > 0]
+    if not heads:
+        return None
+    start = [0] * len(contexts)
+    for m, rows in groups:
+        for r in rows:
+            start[r] = m
+    width = max(heads)
+    tail = max(len(c) - s for c, s in zip(contexts, start))
+    plain = len(contexts) * max(len(c) for c in contexts)
+    shared = len(heads) * width + len(contexts) * tail
+    if width + tail + span - 1 > block_size or shared > 0.75 * plain:
+        return None
+    return groups
+
+
+def _shared_prompt_pass(
+    model: GPT, contexts: list[list[int]], groups: list[tuple[int, list[int]]], span: int
+) -> tuple[KVCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prompt pass of `_decode` with every shared prefix run once.
+
+    Each group's prefix runs as one row (right-padded to the longest prefix,
+    W: plain causal attention); its keys and values are copied into the cache
+    row of every prompt of the group; then the rest of each prompt (left-padded
+    to the longest rest, S) runs on top, with a mask that hides the padding and
+    position ids that continue each prefix. Cache layout of a row:
+    [prefix | padding][padding | rest of the prompt][new tokens], W + S + span - 1
+    positions. Returns (cache, next-token logits (B, V), attention mask
+    (B, W + S + span), position id of each row's next token (B, 1)).
+    """
+    cfg = model.config
+    weight = model.lm_head.weight
+    device, dtype = weight.device, weight.dtype
+    B = len(contexts)
+    start, head_of, heads = [0] * B, [0] * B, []
+    for m, rows in groups:
+        if m > 0:
+            for r in rows:
+                start[r], head_of[r] = m, len(heads)
+            heads.append(contexts[rows[0]][:m])
+    W = max(len(h) for h in heads)
+    S = max(len(c) - s for c, s in zip(contexts, start))
+    prefix_ids = torch.zeros(len(heads), W, dtype=torch.long)
+    for g, h in enumerate(heads):
+        prefix_ids[g, : len(h)] = torch.tensor(h)
+    head_cache = KVCache(cfg, len(heads), W, device=device, dtype=dtype)
+    model(prefix_ids.to(device), cache=head_cache, last_only=True)  # only the keys and values are wanted
+    cache = KVCache(cfg, B, W + S + span - 1, device=device, dtype=dtype)
+    rows = torch.tensor([r for r in range(B) if start[r] > 0], device=device)
+    source = torch.tensor([head_of[r] for r in range(B) if start[r] > 0], device=device)
+    cache.k[:, rows, :, :W] = head_cache.k[:, source]
+    cache.v[:, rows, :, :W] = head_cache.v[:, source]
+    cache.length = W
+    del head_cache
+    idx = torch.zeros(B, S, dtype=torch.long)
+    mask = torch.zeros(B, W + S + span, dtype=torch.long)
+    positions = torch.zeros(B, S, dtype=torch.long)
+    for r, (c, s) in enumerate(zip(contexts, start)):
+        n = len(c) - s
+        idx[r, S - n :] = torch.tensor(c[s:])
+        positions[r, S - n :] = torch.arange(s, len(c))
+        mask[r, :s] = 1
+        mask[r, W + S - n :] = 1
+    mask, positions = mask.to(device), positions.to(device)
+    logits = model(idx.to(device), cache=cache, attention_mask=mask, positions=positions, last_only=True)[0][:, -1]
+    pos = torch.tensor([[len(c)] for c in contexts], device=device)
+    return cache, logits, mask, pos
+
+
 def _decode(
     model: GPT,
     prompts: list[list[int]],
@@ -360,19 +485,24 @@ def _decode(
             first = False
             P = max(len(c) for c in contexts)
             span = min(remaining, cfg.block_size - P)  # tokens this window can produce; >= 1 by the choice of keep
-            cache = KVCache(cfg, B, P + span - 1, device=device, dtype=dtype)
-            idx = torch.tensor([[0] * (P - len(c)) + c for c in contexts], device=device)  # (B, P), left-padded
-            mask = positions = pos = None
-            if any(len(c) != P for c in contexts):
-                # padding: a mask over prompt + generated positions, and each row's own position ids
-                lengths = torch.tensor([len(c) for c in contexts], device=device)
-                mask = (torch.arange(P + span, device=device)[None, :] >= (P - lengths)[:, None]).long()  # (B, P + span)
-                positions = (mask[:, :P].cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
-                pos = lengths[:, None]  # (B, 1): the position of the next token of each row
+            plan = _sharing_plan(contexts, span, cfg.block_size) if fast else None
             if own_threads:
                 torch.set_num_threads(threads)  # the prompt pass: all of them
-            with torch.inference_mode():  # only around the model: the caller's code runs between steps
-                logits = model(idx, cache=cache, attention_mask=mask, positions=positions, last_only=True)[0][:, -1]
+            if plan is not None:
+                with torch.inference_mode():
+                    cache, logits, mask, pos = _shared_prompt_pass(model, contexts, plan, span)
+            else:
+                cache = KVCache(cfg, B, P + span - 1, device=device, dtype=dtype)
+                idx = torch.tensor([[0] * (P - len(c)) + c for c in contexts], device=device)  # (B, P), left-padded
+                mask = positions = pos = None
+                if any(len(c) != P for c in contexts):
+                    # padding: a mask over prompt + generated positions, and each row's own position ids
+                    lengths = torch.tensor([len(c) for c in contexts], device=device)
+                    mask = (torch.arange(P + span, device=device)[None, :] >= (P - lengths)[:, None]).long()  # (B, P + span)
+                    positions = (mask[:, :P].cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
+                    pos = lengths[:, None]  # (B, 1): the position of the next token of each row
+                with torch.inference_mode():  # only around the model: the caller's code runs between steps
+                    logits = model(idx, cache=cache, attention_mask=mask, positions=positions, last_only=True)[0][:, -1]
             if own_threads:
                 torch.set_num_threads(1)
             step = None

@@ -378,17 +378,27 @@ def test_cnndm_summaries_and_baselines(models, gpt2_tokenizer, tmp_path):
 
 
 def test_cnndm_samples_do_not_depend_on_the_batching(models, gpt2_tokenizer, tmp_path):
-    """Each article draws from its own seeded generator, so --batch-tokens changes nothing (gpt2.sample.generate)."""
+    """Each article draws from its own seeded generator, so --batch-tokens changes nothing (gpt2.sample.generate),
+    though in one batch the article runs once for both of its prompts."""
     from gpt2.sample import generate
 
     _, ours = models
     root = SHARED / "cnn_dailymail_sample"
     files = {"cnndm-stories": root / "cnn_stories", "cnndm-test-urls": root / "abisee_url_lists" / "all_test.txt"}
-    runs = []
-    for batch_tokens in (256, 4096):  # one article per batch, then all three in one
-        cfg = EvalConfig(model="tiny", out=tmp_path, limit=3, seed=5, batch_tokens=batch_tokens)
-        ctx = Context(ours, gpt2_tokenizer, Scorer(ours, batch_tokens=2048), files, cfg, generate, progress=False)
-        runs.append(generation.cnndm(ctx).samples)
+    runs, prompt_tokens = [], []
+    run: list[int] = []
+    hook = ours.register_forward_pre_hook(lambda m, args: run.append(args[0].numel()) if args[0].shape[1] > 1 else None)
+    try:
+        for batch_tokens in (256, 4096):  # one prompt per batch, then all six (three articles, with and without the hint)
+            cfg = EvalConfig(model="tiny", out=tmp_path, limit=3, seed=5, batch_tokens=batch_tokens)
+            ctx = Context(ours, gpt2_tokenizer, Scorer(ours, batch_tokens=2048), files, cfg, generate, progress=False)
+            runs.append(generation.cnndm(ctx).samples)
+            prompt_tokens.append(sum(run))
+            run.clear()
+    finally:
+        hook.remove()
+    # batched together, each article runs once for its two prompts: little over half the prompt tokens
+    assert prompt_tokens[1] < 0.6 * prompt_tokens[0]
     assert [x["summary"] for x in runs[0]] == [x["summary"] for x in runs[1]]
     assert [x["no_hint"] for x in runs[0]] == [x["no_hint"] for x in runs[1]]
     assert len({x["summary"] for x in runs[0]}) == 3

@@ -13,7 +13,8 @@ from conftest import GPT2_BPE
 from gpt2.cli import main
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, GPTConfig
-from gpt2.sample import candidates, generate, iter_tokens, sample_next, stream
+from gpt2 import sample
+from gpt2.sample import candidates, generate, iter_tokens, sample_next, shared_prefixes, stream
 from gpt2.tokenizer import Tokenizer
 from gpt2.weights import load_model, save_model
 
@@ -63,6 +64,45 @@ def test_greedy_equals_transformers_generate(tmp_path, config, lengths):
         out = hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0, eos_token_id=None)
     assert ours == out[:, P:].tolist()
     assert len({tuple(o) for o in ours}) == len(set(map(tuple, prompts)))  # the rows really differ
+
+
+def test_shared_prefixes_group_prompts_that_begin_alike():
+    g = torch.Generator().manual_seed(0)
+    base, other = (torch.randint(0, 100, (n,), generator=g).tolist() for n in (60, 45))
+    prompts = [base + [1, 2], other, base, [5] * 10, base[:40] + [7] * 30, other + [9], base[:20] + [8] * 50]
+    groups = {tuple(sorted(rows)): m for m, rows in shared_prefixes(prompts)}
+    # base, base + [1, 2] and base[:40] + ... share 40 tokens (two rows saving 40 each beat one saving 59);
+    # `other` is wholly a prefix of other + [9], minus the token that starts its generation;
+    # 20 common tokens are below the minimum, and a group of one shares nothing
+    assert groups == {(0, 2, 4): 40, (1, 5): 44, (3,): 0, (6,): 0}
+    assert shared_prefixes([base, base + [3]]) == [(59, [0, 1])]  # identical up to the last token
+    assert shared_prefixes([base, base], min_shared=60) == [(0, [0]), (0, [1])]
+
+
+def test_shared_prefixes_run_once_and_generate_what_transformers_does(tmp_path, monkeypatch):
+    """Prompts that begin alike: their common beginning runs once (fewer prompt tokens through the model),
+    and greedy decoding still equals transformers' (left-padded, every prompt run whole)."""
+    config = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=101, n_positions=160)
+    hf, model = hf_and_ours(tmp_path, **config)
+    g = torch.Generator().manual_seed(1)
+    base, other = (torch.randint(0, 101, (n,), generator=g).tolist() for n in (70, 50))
+    prompts = [base + [1, 2, 3], base, other, base[:50] + [5] * 9, other + [7], [3, 4]]
+    run: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: run.append(args[0].numel()) if args[0].shape[1] > 1 else None)
+    ours, lp = generate(model, prompts, 30, temperature=0, return_logprobs=True)
+    shared_tokens, run[:] = sum(run), []
+    monkeypatch.setattr(sample, "SHARE_MIN_PREFIX", 10**9)  # sharing off: every prompt runs whole
+    plain, lp_plain = generate(model, prompts, 30, temperature=0, return_logprobs=True)
+    assert sum(run) == len(prompts) * max(len(p) for p in prompts)
+    assert shared_tokens < 0.6 * sum(run)
+    assert ours == plain
+    assert [x for row in lp for x in row] == pytest.approx([x for row in lp_plain for x in row], abs=1e-5)
+    P = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (P - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = hf.generate(ids, attention_mask=mask, max_new_tokens=30, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert ours == out[:, P:].tolist()
 
 
 def test_gpt1_greedy_equals_transformers(tmp_path):

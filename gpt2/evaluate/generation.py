@@ -33,6 +33,7 @@ from gpt2.errors import GPT2Error
 from gpt2.evaluate import datasets as D
 from gpt2.evaluate import metrics as M
 from gpt2.evaluate.tasks import Context, Metric, TaskOutput
+from gpt2.sample import shared_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,20 @@ def _newline_ids(tokenizer) -> list[int]:
 
 
 def generate_batched(
-    ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end", seed: int | None = None,
-    logprobs: list[list[float] | None] | None = None, **sampling
+    ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end",
+    seed: int | list[int] | None = None, logprobs: list[list[float] | None] | None = None, **sampling
 ) -> tuple[list[list[int]], int]:
     """Generate for every prompt, in batches of similar length; returns (new tokens per prompt, prompts cut).
 
     A prompt longer than `block_size - max_new_tokens` keeps its last tokens
     (`keep="end"`) or its first ones (`keep="start"`). With `seed`, prompt i
-    samples from its own generator seeded with seed + i, so its result does not
-    depend on how prompts are batched (--batch-tokens). A list as `logprobs` is
-    filled with each prompt's log-probabilities of its new tokens, if `ctx.generate`
-    can report them (gpt2.sample.generate can), else with None.
+    samples from its own generator seeded with seed + i (or with seed[i], given
+    a list), so its result does not depend on how prompts are batched
+    (--batch-tokens). Prompts that begin alike (gpt2.sample.shared_prefixes) go
+    into the same batch, where gpt2.sample.generate runs their common beginning
+    once. A list as `logprobs` is filled with each prompt's log-probabilities of
+    its new tokens, if `ctx.generate` can report them (gpt2.sample.generate
+    can), else with None.
     """
     reports = logprobs is not None and "return_logprobs" in inspect.signature(ctx.generate).parameters
     if ctx.generate is None:
@@ -78,16 +82,25 @@ def generate_batched(
     out: list[list[int]] = [[] for _ in fitted]
     scores: list[list[float] | None] = [None] * len(fitted)
     done = _resume(ctx.partial, desc, fitted, out, scores if reports else None)
-    order = sorted((i for i in range(len(fitted)) if i not in done), key=lambda i: -len(fitted[i]))
+    if seed is not None and not isinstance(seed, int) and len(seed) != len(prompts):
+        raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts")
+    order = _batch_order(fitted, [i for i in range(len(fitted)) if i not in done])
     with tqdm(total=len(fitted), initial=len(done), desc=desc, unit="prompt", file=sys.stderr,
               disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
         i = 0
         while i < len(order):
-            rows = max(1, ctx.config.batch_tokens // (len(fitted[order[i]]) + max_new_tokens))
-            batch = order[i : i + rows]
+            # rows while the batch, padded to its longest prompt plus the new tokens, fits batch_tokens
+            n, longest = 1, len(fitted[order[i]])
+            while i + n < len(order):
+                wider = max(longest, len(fitted[order[i + n]]))
+                if (n + 1) * (wider + max_new_tokens) > ctx.config.batch_tokens:
+                    break
+                n, longest = n + 1, wider
+            batch = order[i : i + n]
             i += len(batch)
             if seed is not None:
-                sampling["generator"] = [torch.Generator().manual_seed(seed + k) for k in batch]
+                seeds = [seed + k for k in batch] if isinstance(seed, int) else [seed[k] for k in batch]
+                sampling["generator"] = [torch.Generator().manual_seed(x) for x in seeds]
             if reports:
                 new, lps = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, return_logprobs=True, **sampling)
             else:
@@ -104,6 +117,17 @@ def generate_batched(
     if logprobs is not None:
         logprobs[:] = scores
     return out, cut
+
+
+def _batch_order(prompts: list[list[int]], todo: list[int]) -> list[int]:
+    """`todo` in the order of batching: groups of prompts that begin alike stay together (the groups
+    longest first, each group's prompts longest first), so that a batch holds few lengths and its
+    prompts' common beginnings run once."""
+    groups = [[todo[r] for r in rows] for _, rows in shared_prefixes([prompts[i] for i in todo])]
+    for g in groups:
+        g.sort(key=lambda i: -len(prompts[i]))
+    groups.sort(key=lambda g: -len(prompts[g[0]]))
+    return [i for g in groups for i in g]
 
 
 def _prompt_id(tokens: list[int]) -> str:
@@ -217,9 +241,13 @@ def cnndm(ctx: Context) -> TaskOutput:
     room = ctx.scorer.block_size - CNNDM_NEW_TOKENS - len(hint)
     sampling = dict(temperature=1.0, top_k=CNNDM_TOP_K, stop_ids=(ctx.eot,))
     seed = ctx.config.seed
-    # the article keeps its beginning so that the hint follows it
-    with_hint, _ = generate_batched(ctx, [a[:room] + hint for a in articles], CNNDM_NEW_TOKENS, desc="CNN/DM TL;DR", seed=seed, **sampling)
-    no_hint, _ = generate_batched(ctx, [a[:room] for a in articles], CNNDM_NEW_TOKENS, desc="CNN/DM no hint", seed=seed, **sampling)
+    # the article keeps its beginning so that the hint follows it; both prompts of an article go into one
+    # batch, where the article runs once, and they draw from generators with the same seed
+    n = len(articles)
+    prompts = [a[:room] + hint for a in articles] + [a[:room] for a in articles]
+    seeds = [seed + i for i in range(n)] * 2
+    new, _ = generate_batched(ctx, prompts, CNNDM_NEW_TOKENS, desc="CNN/DM", seed=seeds, **sampling)
+    with_hint, no_hint = new[:n], new[n:]
     cut = sum(len(a) > room for a in articles)
     decode = ctx.tokenizer.decode
     summaries = [first_sentences(decode([t for t in n if t != ctx.eot])) for n in with_hint]
