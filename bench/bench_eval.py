@@ -21,16 +21,19 @@ top-k (k = 2) sampling. Ours: `gpt2.evaluate.generation.cnndm` as `gpt2 eval`
 runs it (both prompts of an article in one batch, the article run once), and
 the same with prefix sharing off; peer: transformers' `generate` per prompt.
 Sampled text differs between the two libraries (different random streams),
-so only the times compare.
+so only the times compare. Natural Questions (`--tasks nq`): 5-shot prompts,
+greedy answers to the end of the line, the same three contenders; the
+answers are compared with transformers'.
 
     python bench/bench_eval.py                      # LAMBADA and WikiText-2 (long on a CPU)
     python bench/bench_eval.py --lambada 1000 --wikitext-windows 64
-    python bench/bench_eval.py --tasks cnndm --cnndm 20
+    python bench/bench_eval.py --tasks cnndm,nq --chunks 4
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -206,6 +209,85 @@ def bench_cnndm(hf, ours, tok: Tokenizer, n: int, batch_tokens: int, seed: int, 
               f"transformers / this: {times['transformers'] / t:.2f}x")
 
 
+# ---------------------------------------------------------------------------- Natural Questions
+
+
+def nq_file(records: list[tuple[str, list[str]]], folder: Path) -> dict[str, Path]:
+    path = folder / "nq.jsonl"
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in records))
+    return {"nq-open-dev": path}
+
+
+def nq_ours(ours, tok: Tokenizer, files: dict[str, Path], folder: Path, batch_tokens: int, shots: int) -> list[str]:
+    """`gpt2 eval --tasks nq` on these questions; returns the answers."""
+    from gpt2.config import EvalConfig
+    from gpt2.evaluate import generation
+    from gpt2.evaluate.tasks import Context
+    from gpt2.sample import generate
+
+    cfg = EvalConfig(model="bench", out=folder, batch_tokens=batch_tokens, nq_shots=shots)
+    ctx = Context(ours, tok, Scorer(ours), files, cfg, generate, progress=False)
+    return [x["answer"] for x in generation.natural_questions(ctx).samples]
+
+
+@torch.inference_mode()
+def nq_hf(hf, tok: Tokenizer, records: list[tuple[str, list[str]]], shots: int) -> list[str]:
+    """The same prompts, greedy, one transformers `generate` each, cut at the first line break."""
+    from gpt2.evaluate import generation
+
+    examples = [(q, a[0]) for q, a in records[:shots]]
+    newline = [i for i in range(tok.n_vocab) if b"\n" in tok.vocab[i]]
+    answers = []
+    for q, _ in records[shots:]:
+        prompt = tok.encode_ordinary(generation.qa_prompt(examples, q))
+        out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                          max_new_tokens=generation.NQ_NEW_TOKENS, do_sample=False,
+                          eos_token_id=[tok.eot_token, *newline], pad_token_id=tok.eot_token)
+        line = []
+        for t in out[0, len(prompt) :].tolist():
+            if t == tok.eot_token or t in newline:
+                break
+            line.append(t)
+        answers.append(tok.decode(line).strip())
+    return answers
+
+
+def bench_nq(hf, ours, tok: Tokenizer, n: int, batch_tokens: int, chunks: int, shots: int = 5) -> None:
+    from gpt2 import sample
+    from gpt2.evaluate.datasets import load_nq_open
+
+    data = load_nq_open(SHARED / "nq_open" / "NQ-open.dev.jsonl")
+    examples, questions = data[:shots], data[shots:]
+    questions = questions[:n] if n else questions
+    share = sample.SHARE_MIN_PREFIX
+    times = {"ours": 0.0, "ours, prefix sharing off": 0.0, "transformers": 0.0}
+    answers: dict[str, list[str]] = {k: [] for k in times}
+    size = math.ceil(len(questions) / chunks)
+    with tempfile.TemporaryDirectory() as tmp:
+        for lo in range(0, len(questions), size):  # the three alternate on chunks of questions
+            records = examples + questions[lo : lo + size]
+            for k, name in enumerate(times):
+                folder = Path(tmp) / f"{lo}-{k}"
+                folder.mkdir()
+                t = time.perf_counter()
+                if name == "transformers":
+                    answers[name] += nq_hf(hf, tok, records, shots)
+                else:
+                    sample.SHARE_MIN_PREFIX = share if name == "ours" else 10**9
+                    try:
+                        answers[name] += nq_ours(ours, tok, nq_file(records, folder), folder, batch_tokens, shots)
+                    finally:
+                        sample.SHARE_MIN_PREFIX = share
+                times[name] += time.perf_counter() - t
+            print(f"  NQ {min(lo + size, len(questions)):4d}/{len(questions)} questions: "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)
+    print(f"Natural Questions, {len(questions):,} questions, {shots}-shot, greedy:")
+    for name, t in times.items():
+        same = sum(a == b for a, b in zip(answers[name], answers["transformers"]))
+        print(f"  {name:26s} {t:7.1f} s  ({len(questions) / t:.1f} questions/s)  transformers / this: {times['transformers'] / t:.2f}x"
+              + ("" if name == "transformers" else f"  answers equal to transformers': {same} of {len(questions)}"))
+
+
 def bench_lambada(hf, scorer: Scorer, tok: Tokenizer, limit: int, chunks: int) -> tuple[float, float]:
     passages = load_lambada(SHARED / "lambada" / "lambada_test.jsonl")
     passages = passages[:limit] if limit else passages
@@ -270,19 +352,20 @@ def bench_wikitext(hf, scorer: Scorer, tok: Tokenizer, limit: int, chunks: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks", default="lambada,wikitext2", help="comma-separated: lambada, wikitext2, cnndm")
+    ap.add_argument("--tasks", default="lambada,wikitext2", help="comma-separated: lambada, wikitext2, cnndm, nq")
     ap.add_argument("--lambada", type=int, default=0, help="passages (0: all 5,153)")
     ap.add_argument("--wikitext-windows", type=int, default=0, help="1,024-token windows of WikiText-2 test (0: all)")
     ap.add_argument("--cnndm", type=int, default=0, help="CNN/DM test articles of the sample in ../shared (0: all present)")
+    ap.add_argument("--nq", type=int, default=256, help="Natural Questions dev questions (0: all 3,610)")
     ap.add_argument("--chunks", type=int, default=8, help="interleaved chunks per task")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-tokens", type=int, default=8192)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
-    unknown = tasks - {"lambada", "wikitext2", "cnndm"}
+    unknown = tasks - {"lambada", "wikitext2", "cnndm", "nq"}
     if unknown:
-        ap.error(f"unknown task(s) {', '.join(sorted(unknown))}: choose from lambada, wikitext2, cnndm")
+        ap.error(f"unknown task(s) {', '.join(sorted(unknown))}: choose from lambada, wikitext2, cnndm, nq")
     torch.set_num_threads(args.threads)
 
     tok = Tokenizer.load(SHARED / "gpt2_bpe")
@@ -300,6 +383,8 @@ def main() -> None:
         print(f"both: ours {both_ours:.1f} s, transformers loop {both_hf:.1f} s: {both_hf / both_ours:.2f}x")
     if "cnndm" in tasks:
         bench_cnndm(hf, ours, tok, args.cnndm, args.batch_tokens, args.seed, args.chunks)
+    if "nq" in tasks:
+        bench_nq(hf, ours, tok, args.nq, args.batch_tokens, args.chunks)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,20 @@ def test_long_prompts_and_generations_slide_the_window(tmp_path, caplog):
     assert got == [reference_window_greedy(model, p, 40) for p in prompts]
 
 
+def test_shared_prefixes_with_a_sliding_window(tmp_path, monkeypatch):
+    """Rows that share a beginning, generating past the context: each equals the no-cache recomputation."""
+    _, model = hf_and_ours(tmp_path, n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=64)
+    monkeypatch.setattr(sample, "SHARE_MIN_PREFIX", 4)
+    base = random_prompts([20], 50, seed=3)[0]
+    prompts = [base + [1], base + [2, 3, 4], base[:12] + [5] * 6]
+    assert shared_prefixes(prompts) == [(12, sorted(range(3), key=lambda i: prompts[i]))]
+    run: list[tuple[int, int]] = []
+    model.register_forward_pre_hook(lambda m, args: run.append(tuple(args[0].shape)))
+    got = generate(model, prompts, 60, temperature=0)  # the first window makes 41 tokens, a second one the rest
+    assert run[:2] == [(1, 12), (3, 11)]  # the shared beginning once, then the rest of each prompt
+    assert got == [reference_window_greedy(model, p, 60) for p in prompts]
+
+
 def test_sampling_distribution_equals_transformers_warpers():
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
