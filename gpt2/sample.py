@@ -371,29 +371,35 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], min_shared: int | None = N
 
 def _sharing_plan(contexts: list[list[int]], span: int, block_size: int) -> list[tuple[int, list[int]]] | None:
     """The groups of `shared_prefixes` if running each shared prefix once saves at least a quarter of
-    the prompt pass (and the cache of prefix, suffix and new tokens fits the context); else None."""
+    the prompt pass, with a cache at most a quarter wider than the plain path's (and within the
+    context); else None. A prompt that shares nothing but is longer than the longest rest of the
+    others gets a prefix of its own, so that its rest is no longer than theirs."""
     if len(contexts) < 2:
         return None
     groups = shared_prefixes(contexts)
-    heads = [m for m, _ in groups if m > 0]
-    if not heads:
+    rests = [len(contexts[r]) - m for m, rows in groups if len(rows) > 1 for r in rows]
+    if not rests:
         return None
+    groups = [(m if len(rows) > 1 else max(0, len(contexts[rows[0]]) - max(rests)), rows) for m, rows in groups]
     start = [0] * len(contexts)
     for m, rows in groups:
         for r in rows:
             start[r] = m
+    heads = [m for m, _ in groups if m > 0]
     width = max(heads)
     tail = max(len(c) - s for c, s in zip(contexts, start))
-    plain = len(contexts) * max(len(c) for c in contexts)
+    longest = max(len(c) for c in contexts)
+    plain = len(contexts) * longest
     shared = len(heads) * width + len(contexts) * tail
-    if width + tail + span - 1 > block_size or shared > 0.75 * plain:
+    cache = width + tail + span - 1
+    if cache > block_size or cache > 1.25 * (longest + span - 1) or shared > 0.75 * plain:
         return None
     return groups
 
 
 def _shared_prompt_pass(
     model: GPT, contexts: list[list[int]], groups: list[tuple[int, list[int]]], span: int
-) -> tuple[KVCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[KVCache, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The prompt pass of `_decode` with every shared prefix run once.
 
     Each group's prefix runs as one row (right-padded to the longest prefix,
@@ -403,7 +409,8 @@ def _shared_prompt_pass(
     position ids that continue each prefix. Cache layout of a row:
     [prefix | padding][padding | rest of the prompt][new tokens], W + S + span - 1
     positions. Returns (cache, next-token logits (B, V), attention mask
-    (B, W + S + span), position id of each row's next token (B, 1)).
+    (B, W + S + span), position id of each row's next token (B, 1)); the last
+    two are None when no position is padding.
     """
     cfg = model.config
     weight = model.lm_head.weight
@@ -441,6 +448,8 @@ def _shared_prompt_pass(
     mask, positions = mask.to(device), positions.to(device)
     logits = model(idx.to(device), cache=cache, attention_mask=mask, positions=positions, last_only=True)[0][:, -1]
     pos = torch.tensor([[len(c)] for c in contexts], device=device)
+    if bool(mask.all()):  # no padding anywhere (e.g. one prompt sampled several times): decode without a mask
+        return cache, logits, None, None
     return cache, logits, mask, pos
 
 

@@ -404,6 +404,24 @@ def test_cnndm_samples_do_not_depend_on_the_batching(models, gpt2_tokenizer, tmp
     assert len({x["summary"] for x in runs[0]}) == 3
 
 
+def test_generation_batches_keep_prompts_that_begin_alike_together(models, gpt2_tokenizer, tmp_path):
+    """Three pairs of prompts that share 40 tokens, a budget of three rows: batches of whole pairs, never 3 + 3."""
+    g = torch.Generator().manual_seed(0)
+    bases = [torch.randint(0, 50000, (40,), generator=g).tolist() for _ in range(3)]
+    prompts = [b + tail for b in bases for tail in ([1, 2], [3])]
+    batches = []
+
+    def recording(model, rows, max_new_tokens, **kw):
+        batches.append(sorted(prompts.index(r) for r in rows))
+        return [[7] * max_new_tokens for _ in rows]
+
+    cfg = EvalConfig(model="tiny", out=tmp_path, batch_tokens=3 * (42 + 4))
+    ctx = Context(models[1], gpt2_tokenizer, Scorer(models[1]), {}, cfg, recording, progress=False)
+    new, cut = generation.generate_batched(ctx, prompts, 4, desc="test", temperature=0.0)
+    assert sorted(map(tuple, batches)) == [(0, 1), (2, 3), (4, 5)]
+    assert new == [[7] * 4] * 6 and cut == 0
+
+
 # ----------------------------------------------------------------------------- the full real files (slow)
 
 

@@ -147,6 +147,32 @@ def test_long_prompts_and_generations_slide_the_window(tmp_path, caplog):
     assert got == [reference_window_greedy(model, p, 40) for p in prompts]
 
 
+def test_a_prompt_that_shares_nothing_keeps_sharing_on_for_the_others(tmp_path, monkeypatch):
+    _, model = hf_and_ours(tmp_path, n_layer=2, n_head=2, n_embd=32, vocab_size=101, n_positions=128)
+    base, other = random_prompts([45, 40], 101, seed=4)
+    prompts = [base + [1], base + [2, 3], other]
+    run: list[tuple[int, int]] = []
+    model.register_forward_pre_hook(lambda m, args: run.append(tuple(args[0].shape)))
+    shared = generate(model, prompts, 20, temperature=0)
+    # the pair's 45 tokens and the lone prompt's first 38 in one prefix pass (2 rows); then the rests, 2 tokens at most
+    assert run[:2] == [(2, 45), (3, 2)]
+    monkeypatch.setattr(sample, "SHARE_MIN_PREFIX", 10**9)
+    assert shared == generate(model, prompts, 20, temperature=0)
+
+
+def test_one_prompt_sampled_several_times_runs_once_without_a_mask(tmp_path):
+    _, model = hf_and_ours(tmp_path, n_layer=2, n_head=2, n_embd=32, vocab_size=101, n_positions=128)
+    prompt = random_prompts([50], 101, seed=5)[0]
+    masks: list = []
+    model.register_forward_pre_hook(lambda m, args, kw: masks.append((tuple(args[0].shape), kw.get("attention_mask"))), with_kwargs=True)
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    out = generate(model, [prompt] * 3, 10, temperature=1.0, generator=gens)
+    assert masks[0][0] == (1, 49) and masks[1][0] == (3, 1)  # the prompt once, then its last token in each row
+    assert all(mask is None for _, mask in masks[2:])  # decode steps: no padding, so no mask
+    alone = [generate(model, [prompt], 10, temperature=1.0, generator=torch.Generator().manual_seed(i))[0] for i in range(3)]
+    assert out == alone
+
+
 def test_shared_prefixes_with_a_sliding_window(tmp_path, monkeypatch):
     """Rows that share a beginning, generating past the context: each equals the no-cache recomputation."""
     _, model = hf_and_ours(tmp_path, n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=64)

@@ -22,6 +22,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 import random
 import sys
 from pathlib import Path
@@ -52,15 +53,17 @@ def generate_batched(
     ctx: Context, prompts: list[list[int]], max_new_tokens: int, *, desc: str, keep: str = "end",
     seed: int | list[int] | None = None, logprobs: list[list[float] | None] | None = None, **sampling
 ) -> tuple[list[list[int]], int]:
-    """Generate for every prompt, in batches of similar length; returns (new tokens per prompt, prompts cut).
+    """Generate for every prompt, in batches of at most `batch_tokens` (prompt plus new tokens, padded);
+    returns (new tokens per prompt, prompts cut).
 
     A prompt longer than `block_size - max_new_tokens` keeps its last tokens
     (`keep="end"`) or its first ones (`keep="start"`). With `seed`, prompt i
     samples from its own generator seeded with seed + i (or with seed[i], given
     a list), so its result does not depend on how prompts are batched
-    (--batch-tokens). Prompts that begin alike (gpt2.sample.shared_prefixes) go
-    into the same batch, where gpt2.sample.generate runs their common beginning
-    once. A list as `logprobs` is filled with each prompt's log-probabilities of
+    (--batch-tokens). Prompts are ordered longest first, except that prompts
+    that begin alike (gpt2.sample.shared_prefixes) stay together, and a batch
+    ends before a group it would split (unless the group alone is larger), so
+    that gpt2.sample.generate runs their common beginning once. A list as `logprobs` is filled with each prompt's log-probabilities of
     its new tokens, if `ctx.generate` can report them (gpt2.sample.generate
     can), else with None.
     """
@@ -82,9 +85,10 @@ def generate_batched(
     out: list[list[int]] = [[] for _ in fitted]
     scores: list[list[float] | None] = [None] * len(fitted)
     done = _resume(ctx.partial, desc, fitted, out, scores if reports else None)
-    if seed is not None and not isinstance(seed, int) and len(seed) != len(prompts):
+    one_seed = isinstance(seed, numbers.Integral)
+    if seed is not None and not one_seed and len(seed) != len(prompts):
         raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts")
-    order = _batch_order(fitted, [i for i in range(len(fitted)) if i not in done])
+    order, group = _batch_order(fitted, [i for i in range(len(fitted)) if i not in done])
     with tqdm(total=len(fitted), initial=len(done), desc=desc, unit="prompt", file=sys.stderr,
               disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
         i = 0
@@ -96,10 +100,12 @@ def generate_batched(
                 if (n + 1) * (wider + max_new_tokens) > ctx.config.batch_tokens:
                     break
                 n, longest = n + 1, wider
+            if i + n < len(order) and group[i + n] == group[i + n - 1] and group[i] != group[i + n - 1]:
+                n = group.index(group[i + n - 1], i) - i  # end the batch before a group it would split
             batch = order[i : i + n]
             i += len(batch)
             if seed is not None:
-                seeds = [seed + k for k in batch] if isinstance(seed, int) else [seed[k] for k in batch]
+                seeds = [int(seed) + k for k in batch] if one_seed else [int(seed[k]) for k in batch]
                 sampling["generator"] = [torch.Generator().manual_seed(x) for x in seeds]
             if reports:
                 new, lps = ctx.generate(ctx.model, [fitted[k] for k in batch], max_new_tokens, return_logprobs=True, **sampling)
@@ -119,15 +125,15 @@ def generate_batched(
     return out, cut
 
 
-def _batch_order(prompts: list[list[int]], todo: list[int]) -> list[int]:
-    """`todo` in the order of batching: groups of prompts that begin alike stay together (the groups
-    longest first, each group's prompts longest first), so that a batch holds few lengths and its
-    prompts' common beginnings run once."""
+def _batch_order(prompts: list[list[int]], todo: list[int]) -> tuple[list[int], list[int]]:
+    """`todo` in the order of batching, and the group of each position in that order: groups of prompts
+    that begin alike stay together (the groups longest first, each group's prompts longest first), so
+    that a batch holds few lengths and its prompts' common beginnings run once."""
     groups = [[todo[r] for r in rows] for _, rows in shared_prefixes([prompts[i] for i in todo])]
     for g in groups:
         g.sort(key=lambda i: -len(prompts[i]))
     groups.sort(key=lambda g: -len(prompts[g[0]]))
-    return [i for g in groups for i in g]
+    return [i for g in groups for i in g], [k for k, g in enumerate(groups) for _ in g]
 
 
 def _prompt_id(tokens: list[int]) -> str:
