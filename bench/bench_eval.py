@@ -33,6 +33,7 @@ answers are compared with transformers'.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -128,6 +129,43 @@ def wikitext_hf(hf, stream: list[int], start: int, stop: int, block: int = 1024)
     return nll
 
 
+# ---------------------------------------------------------------------------- generation tasks
+
+CONTENDERS = ("ours", "ours, prefix sharing off", "transformers")
+
+
+@contextlib.contextmanager
+def prefix_sharing(on: bool):
+    """gpt2.sample's shared-prefix prompt pass on or off (off: every prompt runs whole)."""
+    from gpt2 import sample
+
+    share = sample.SHARE_MIN_PREFIX
+    sample.SHARE_MIN_PREFIX = share if on else 10**9
+    try:
+        yield
+    finally:
+        sample.SHARE_MIN_PREFIX = share
+
+
+def alternate(n: int, chunks: int, run, what: str) -> dict[str, float]:
+    """Seconds of each of CONTENDERS, which take turns on chunks of n items: run(name, lo, hi, folder)
+    does items lo..hi-1 in a fresh folder."""
+    times = dict.fromkeys(CONTENDERS, 0.0)
+    size = math.ceil(n / chunks)
+    with tempfile.TemporaryDirectory() as tmp:
+        for lo in range(0, n, size):
+            hi = min(n, lo + size)
+            for k, name in enumerate(CONTENDERS):
+                folder = Path(tmp) / f"{lo}-{k}"
+                folder.mkdir()
+                with prefix_sharing(name != "ours, prefix sharing off"):
+                    t = time.perf_counter()
+                    run(name, lo, hi, folder)
+                    times[name] += time.perf_counter() - t
+            print(f"  {what} {hi:4d}/{n}: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)
+    return times
+
+
 # ---------------------------------------------------------------------------- CNN / Daily Mail
 
 CNNDM = SHARED / "cnn_dailymail_sample"
@@ -174,35 +212,22 @@ def cnndm_hf(hf, tok: Tokenizer, files: dict[str, Path], seed: int) -> int:
 def bench_cnndm(hf, ours, tok: Tokenizer, n: int, batch_tokens: int, seed: int, chunks: int) -> None:
     import hashlib
 
-    from gpt2 import sample
     from gpt2.evaluate import generation
 
     present = {p.stem for p in (CNNDM / "cnn_stories").rglob("*.story")}
     urls = [u.strip() for u in read_text(CNNDM / "abisee_url_lists" / "all_test.txt").splitlines()
             if hashlib.sha1(u.strip().encode()).hexdigest() in present]
     urls = urls[:n] if n else urls
-    share = sample.SHARE_MIN_PREFIX
-    times = {"ours": 0.0, "ours, prefix sharing off": 0.0, "transformers": 0.0}
-    made = dict.fromkeys(times, 0)
-    size = math.ceil(len(urls) / chunks)
-    with tempfile.TemporaryDirectory() as tmp:
-        for lo in range(0, len(urls), size):  # the three alternate on chunks of articles
-            for name in times:
-                folder = Path(tmp) / f"{lo}-{len(made) and list(times).index(name)}"
-                folder.mkdir()
-                files = cnndm_files(urls[lo : lo + size], folder)
-                t = time.perf_counter()
-                if name == "transformers":
-                    made[name] += cnndm_hf(hf, tok, files, seed)
-                else:
-                    sample.SHARE_MIN_PREFIX = share if name == "ours" else 10**9
-                    try:
-                        made[name] += cnndm_ours(ours, tok, files, folder, batch_tokens, seed)
-                    finally:
-                        sample.SHARE_MIN_PREFIX = share
-                times[name] += time.perf_counter() - t
-            print(f"  CNN/DM {min(lo + size, len(urls)):3d}/{len(urls)} articles: "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)
+    made = dict.fromkeys(CONTENDERS, 0)
+
+    def run(name: str, lo: int, hi: int, folder: Path) -> None:
+        files = cnndm_files(urls[lo:hi], folder)
+        if name == "transformers":
+            made[name] += cnndm_hf(hf, tok, files, seed)
+        else:
+            made[name] += cnndm_ours(ours, tok, files, folder, batch_tokens, seed)
+
+    times = alternate(len(urls), chunks, run, "CNN/DM articles")
     print(f"CNN/DM, {len(urls)} articles x 2 prompts ({generation.CNNDM_NEW_TOKENS} new tokens each at most, top-k {generation.CNNDM_TOP_K}):")
     for name, t in times.items():
         print(f"  {name:26s} {t:7.1f} s  ({made[name]:,} tokens generated, {made[name] / t:.1f} tokens/s)  "
@@ -253,34 +278,21 @@ def nq_hf(hf, tok: Tokenizer, records: list[tuple[str, list[str]]], shots: int) 
 
 
 def bench_nq(hf, ours, tok: Tokenizer, n: int, batch_tokens: int, chunks: int, shots: int = 5) -> None:
-    from gpt2 import sample
     from gpt2.evaluate.datasets import load_nq_open
 
     data = load_nq_open(SHARED / "nq_open" / "NQ-open.dev.jsonl")
     examples, questions = data[:shots], data[shots:]
     questions = questions[:n] if n else questions
-    share = sample.SHARE_MIN_PREFIX
-    times = {"ours": 0.0, "ours, prefix sharing off": 0.0, "transformers": 0.0}
-    answers: dict[str, list[str]] = {k: [] for k in times}
-    size = math.ceil(len(questions) / chunks)
-    with tempfile.TemporaryDirectory() as tmp:
-        for lo in range(0, len(questions), size):  # the three alternate on chunks of questions
-            records = examples + questions[lo : lo + size]
-            for k, name in enumerate(times):
-                folder = Path(tmp) / f"{lo}-{k}"
-                folder.mkdir()
-                t = time.perf_counter()
-                if name == "transformers":
-                    answers[name] += nq_hf(hf, tok, records, shots)
-                else:
-                    sample.SHARE_MIN_PREFIX = share if name == "ours" else 10**9
-                    try:
-                        answers[name] += nq_ours(ours, tok, nq_file(records, folder), folder, batch_tokens, shots)
-                    finally:
-                        sample.SHARE_MIN_PREFIX = share
-                times[name] += time.perf_counter() - t
-            print(f"  NQ {min(lo + size, len(questions)):4d}/{len(questions)} questions: "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)
+    answers: dict[str, list[str]] = {k: [] for k in CONTENDERS}
+
+    def run(name: str, lo: int, hi: int, folder: Path) -> None:
+        records = examples + questions[lo:hi]
+        if name == "transformers":
+            answers[name] += nq_hf(hf, tok, records, shots)
+        else:
+            answers[name] += nq_ours(ours, tok, nq_file(records, folder), folder, batch_tokens, shots)
+
+    times = alternate(len(questions), chunks, run, "NQ questions")
     print(f"Natural Questions, {len(questions):,} questions, {shots}-shot, greedy:")
     for name, t in times.items():
         same = sum(a == b for a, b in zip(answers[name], answers["transformers"]))
