@@ -74,6 +74,13 @@ struct Job {
     const uint16_t *keys, *values;
     long heads, head_dim, positions, head_stride;
     float scale;
+    /* element-wise work (GELU and its gradient): out = f(b) or f'(b) * a over `count` values */
+    uint16_t *out;
+    const uint16_t *a, *b;
+    long count, per_task;
+    /* cross-entropy rows: logits `out` (rows, n), k real columns */
+    const int64_t *targets;
+    float *losses;
 };
 
 static uint16_t to_bf16(float f) {
@@ -233,6 +240,9 @@ static unsigned long born; /* generation when the newest workers were started */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; /* one job at a time (callers on several threads) */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+/* how long idle workers poll for the next job before sleeping: long between the many small calls of a
+   decode step, zero after a training kernel, whose next neighbour is a PyTorch op wanting both cores */
+static atomic_long spin_ns = SPIN_NS;
 
 static void take_tasks(void) {
     for (;;) {
@@ -259,7 +269,7 @@ static void *worker(void *arg) {
 #if HAVE_KERNEL
                 _mm_pause();
 #endif
-                if ((i & 255) == 255 && now_ns() - start > SPIN_NS) {
+                if ((i & 255) == 255 && now_ns() - start > atomic_load_explicit(&spin_ns, memory_order_relaxed)) {
                     pthread_mutex_lock(&lock);
                     while ((g = atomic_load(&generation)) == seen) pthread_cond_wait(&wake, &lock);
                     pthread_mutex_unlock(&lock);
@@ -314,7 +324,8 @@ static PyObject *py_supported(PyObject *self, PyObject *args) {
 
 #if HAVE_KERNEL
 /* run `job` (filled in by the caller, who holds `busy`) on up to `threads` threads, the caller's included */
-static void run_job(int threads) {
+static void run_job_spinning(int threads, long spin) {
+    atomic_store_explicit(&spin_ns, spin, memory_order_relaxed);
     if (threads > 1 && grow_pool(threads) != 0) threads = 1;
     atomic_store_explicit(&next_task, 0, memory_order_relaxed);
     if (threads == 1) {
@@ -330,6 +341,8 @@ static void run_job(int threads) {
     take_tasks();
     while (atomic_load_explicit(&finished, memory_order_acquire) < n_workers) _mm_pause();
 }
+
+static void run_job(int threads) { run_job_spinning(threads, SPIN_NS); }
 
 /* attend_task keeps the scores of more than 2048 positions on the heap: check once that they fit */
 static int scores_fit(long positions) {
@@ -371,22 +384,90 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static void layer_norm(uint
     for (long i = 0; i < n; i++) y[i] = to_bf16((from_bf16(x[i]) - mean) * rstd * from_bf16(w[i]) + from_bf16(b[i]));
 }
 
-/* GELU, tanh form (GPT-2), in place on a bfloat16 vector: float32 inside, one rounding */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_tanh(uint16_t *u, long n) {
-    const __m512 c = _mm512_set1_ps(0.7978845608028654f), a = _mm512_set1_ps(0.044715f);
+#define LOAD_BF16(m, p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16))
+#define STORE_BF16(p, m, v) _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v))
+#define LANES(n, i) ((n) - (i) >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ((n) - (i))) - 1))
+
+#define GELU_C 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_A 0.044715f
+
+/* With t = tanh z, e = exp(-2 |z|) and p = 1 / (1 + e): (1 + t) / 2 is p for z >= 0 and e p below, and
+   1 - t^2 = 4 e p^2. Written so, nothing cancels where tanh z is near -1, and each is accurate to the
+   relative error of exp (2e-7). Returns (1 + t) / 2; *sech2 = 1 - t^2 when asked. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512 half_one_plus_tanh(__m512 z, __m512 *sech2) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 u = _mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(z));
+    /* below -87 exp_nonpositive stops at e^-87; e is then too small to matter for p, but e p must be 0 */
+    __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, _mm512_set1_ps(-87.0f), _CMP_GT_OQ), exp_nonpositive(u));
+    __m512 p = _mm512_div_ps(one, _mm512_add_ps(one, e)), ep = _mm512_mul_ps(e, p);
+    if (sech2) *sech2 = _mm512_mul_ps(_mm512_set1_ps(4.0f), _mm512_mul_ps(ep, p));
+    return _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ), ep);
+}
+
+/* GELU, tanh form (GPT-2): y = x (1 + tanh(c (x + a x^3))) / 2 on n bfloat16 values, float32 inside, one rounding;
+   y may be x */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_tanh_range(uint16_t *y, const uint16_t *x,
+                                                                                             long n) {
+    const __m512 c = _mm512_set1_ps(GELU_C), a = _mm512_set1_ps(GELU_A);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = LANES(n, i);
+        __m512 v = LOAD_BF16(m, x + i);
+        __m512 h = half_one_plus_tanh(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v)), NULL);
+        STORE_BF16(y + i, m, _mm512_mul_ps(v, h));
+    }
+}
+
+static void gelu_tanh(uint16_t *u, long n) { gelu_tanh_range(u, u, n); }
+
+/* its derivative times the incoming gradient: dx = dy ((1 + t) / 2 + x (1 - t^2) c (1 + 3 a x^2) / 2) */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_tanh_backward_range(
+    uint16_t *dx, const uint16_t *dy, const uint16_t *x, long n) {
+    const __m512 c = _mm512_set1_ps(GELU_C), a = _mm512_set1_ps(GELU_A), a3 = _mm512_set1_ps(3.0f * GELU_A);
     const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
     for (long i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 x = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, u + i)), 16));
-        __m512 z = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, x), _mm512_mul_ps(x, x), x));
-        /* tanh z = sign(z) (1 - e) / (1 + e), e = exp(-2 |z|) */
-        __m512 e = exp_nonpositive(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(z)));
-        __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-        t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t),
-                                                _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32((int)0x80000000u))));
-        __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, t));
-        _mm256_mask_storeu_epi16(u + i, m, (__m256i)_mm512_cvtneps_pbh(g));
+        __mmask16 m = LANES(n, i);
+        __m512 v = LOAD_BF16(m, x + i), g = LOAD_BF16(m, dy + i), v2 = _mm512_mul_ps(v, v), sech2;
+        __m512 h = half_one_plus_tanh(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), v2, v)), &sech2);
+        __m512 dz = _mm512_mul_ps(c, _mm512_fmadd_ps(a3, v2, one)); /* dz/dx */
+        __m512 d = _mm512_fmadd_ps(_mm512_mul_ps(half, _mm512_mul_ps(v, sech2)), dz, h);
+        STORE_BF16(dx + i, m, _mm512_mul_ps(g, d));
     }
+}
+
+static void gelu_task(const Job *j, long t) {
+    long i0 = t * j->per_task, i1 = i0 + j->per_task < j->count ? i0 + j->per_task : j->count;
+    if (j->a) gelu_tanh_backward_range(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
+    else gelu_tanh_range(j->out + i0, j->b + i0, i1 - i0);
+}
+
+/* Cross-entropy of one row of bfloat16 logits (the first `vocab` of `V` columns are real), float32 inside:
+   the loss lse - x[target] goes to losses[r], and the row is overwritten by the gradient of scale * loss,
+   scale * (softmax - one_hot(target)), rounded once to bfloat16; columns past `vocab` get 0. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void cross_entropy_task(const Job *j, long r) {
+    uint16_t *x = j->out + r * j->n;
+    const long V = j->n, vocab = j->k, target = j->targets[r];
+    __m512 top = _mm512_set1_ps(-INFINITY);
+    for (long i = 0; i < vocab; i += 16) {
+        __mmask16 m = LANES(vocab, i);
+        top = _mm512_mask_max_ps(top, m, top, LOAD_BF16(m, x + i));
+    }
+    const float M = _mm512_reduce_max_ps(top);
+    __m512 total = _mm512_setzero_ps(), mv = _mm512_set1_ps(M);
+    for (long i = 0; i < vocab; i += 16) {
+        __mmask16 m = LANES(vocab, i);
+        total = _mm512_add_ps(total, _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(LOAD_BF16(m, x + i), mv))));
+    }
+    const float lse = M + logf(_mm512_reduce_add_ps(total));
+    const int valid = target >= 0 && target < vocab;
+    const float xt = valid ? from_bf16(x[target]) : NAN;
+    j->losses[r] = lse - xt;
+    const __m512 lv = _mm512_set1_ps(lse), sv = _mm512_set1_ps(j->scale);
+    for (long i = 0; i < V; i += 16) {
+        __mmask16 m = LANES(V, i), real = LANES(vocab > i ? vocab : i, i);
+        __m512 p = _mm512_maskz_mov_ps(real, exp_nonpositive(_mm512_sub_ps(LOAD_BF16(m, x + i), lv)));
+        STORE_BF16(x + i, m, _mm512_mul_ps(p, sv));
+    }
+    if (valid) x[target] = to_bf16(expf(xt - lse) * j->scale - j->scale);
 }
 
 /* The weights of a GPT-2 model as a table of addresses (int64): a header, then 12 per block. */
@@ -509,6 +590,63 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
 #endif
 }
 
+#if HAVE_KERNEL
+/* the element-wise job in tasks of whole vectors */
+static void elementwise(long count, int threads) {
+    const long chunk = 1L << 16; /* values per task: 128 KiB of bfloat16 */
+    job.count = count;
+    job.per_task = chunk;
+    job.tasks = (count + chunk - 1) / chunk;
+    run_job_spinning(threads < job.tasks ? threads : (int)job.tasks, 0);
+}
+#endif
+
+static PyObject *py_gelu(PyObject *self, PyObject *args) {
+    unsigned long long out, dy, x;
+    long n;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKli", &out, &dy, &x, &n, &threads)) return NULL;
+#if HAVE_KERNEL
+    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    if (n <= 0) Py_RETURN_NONE;
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&busy);
+    job = (Job){.task = gelu_task, .out = (uint16_t *)out, .a = (const uint16_t *)dy, .b = (const uint16_t *)x};
+    elementwise(n, threads);
+    pthread_mutex_unlock(&busy);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+#endif
+}
+
+static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
+    unsigned long long logits, targets, losses;
+    long rows, V, vocab;
+    float scale;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKlllfi", &logits, &targets, &losses, &rows, &V, &vocab, &scale, &threads))
+        return NULL;
+#if HAVE_KERNEL
+    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    if (vocab < 1 || vocab > V) return PyErr_Format(PyExc_ValueError, "cross_entropy: need 1 <= vocab <= V");
+    if (rows <= 0) Py_RETURN_NONE;
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&busy);
+    job = (Job){.task = cross_entropy_task, .tasks = rows, .out = (uint16_t *)logits, .n = V, .k = vocab,
+                .targets = (const int64_t *)targets, .losses = (float *)losses, .scale = scale};
+    run_job_spinning(threads < rows ? threads : (int)rows, 0);
+    pthread_mutex_unlock(&busy);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the AVX512-BF16 kernel."},
     {"gemv", py_gemv, METH_VARARGS,
@@ -517,10 +655,15 @@ static PyMethodDef methods[] = {
      "step(table, token, position, keys, values, cache_len, logits, eps, threads): one decode step of a GPT-2."},
     {"attend", py_attend, METH_VARARGS,
      "attend(y, q, keys, values, heads, head_dim, positions, head_stride, scale, threads): one query row's attention."},
+    {"gelu", py_gelu, METH_VARARGS,
+     "gelu(out, dy or 0, x, n, threads): GELU (tanh form) of n bfloat16 values, or with dy its gradient dy * gelu'(x)."},
+    {"cross_entropy", py_cross_entropy, METH_VARARGS,
+     "cross_entropy(logits, targets, losses, rows, V, vocab, scale, threads): per-row loss (float32) and, in place, "
+     "the bfloat16 gradient scale * (softmax - one_hot) of (rows, V) logits whose first vocab columns are real."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemv", "bfloat16 matrix-vector products for decoding.",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemv", "bfloat16 CPU kernels: decoding, GELU and cross-entropy.",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__gemv(void) { return PyModule_Create(&module); }

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.errors import ConfigError
+from gpt2.kernels import causal_attention, gelu_tanh
 
 # The paper's four sizes (Table 2; head counts from the released checkpoints) and GPT-1.
 PRESETS: dict[str, dict] = {
@@ -142,10 +143,11 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, L + T, hs)
-        # mask None: plain causal attention over these T positions (flash / memory-efficient kernels)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None and T > 1
-        )
+        dropout = self.dropout if self.training else 0.0
+        if mask is None and T > 1 and dropout == 0.0:
+            y = causal_attention(q, k, v)  # plain causal attention over these T positions
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None and T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -159,7 +161,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GPT-2 used the tanh approximation of GELU (Hendrycks & Gimpel 2016)
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(gelu_tanh(self.c_fc(x))))
 
 
 class Block(nn.Module):

@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gpt2 import __version__, checkpoint, distributed
+from gpt2 import __version__, checkpoint, distributed, kernels
 from gpt2.config import TrainConfig, to_dict, to_toml
 from gpt2.data.loader import TrainBatches, eval_batches, eval_windows
 from gpt2.data.shards import TokenDataset
@@ -146,10 +146,19 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         scale = 1.0 / N if mean else 1.0
         rows = max(1, CHUNK_ELEMENTS // V)
         index = torch.arange(min(rows, N), device=h.device)
+        scratch = None if need_grad else torch.empty(min(rows, N), V, dtype=h.dtype, device=h.device)
         for i in range(0, N, rows):
             t = targets[i : i + rows]
             r = index[: len(t)]
-            logits = (h[i : i + rows] @ w.t()).to(acc)  # (rows, V)
+            # a bfloat16 chunk on a CPU with AVX512-BF16: the logits go straight to their place in grad_logits
+            # and one kernel turns them into the losses and the gradient (gpt2/kernels.py)
+            out = grad_logits[i : i + rows] if need_grad else scratch[: len(t)]
+            torch.mm(h[i : i + rows], w.t(), out=out)
+            row_losses = kernels.cross_entropy_rows_(out, t, vocab_size, scale)
+            if row_losses is not None:
+                losses[i : i + rows] = row_losses
+                continue
+            logits = out.to(acc)  # (rows, V)
             if V > vocab_size:
                 logits[:, vocab_size:] = -math.inf
             lse = torch.logsumexp(logits, dim=1)

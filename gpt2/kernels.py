@@ -1,0 +1,134 @@
+"""bfloat16 work that PyTorch runs slowly on a CPU, done by the kernels of gpt2/_gemv.c where they apply.
+
+A bfloat16 training step on a CPU spends most of its time in matrix products,
+and much of the rest in a few element-wise passes that PyTorch's CPU kernels
+run far below memory speed (2 cores, 4 x 256 tokens, GPT-2 124M; see
+docs/training.md, "Where a CPU step goes"):
+
+- GELU in its tanh form and its gradient: 8.7 and 6.6 ms per layer in
+  PyTorch, 1.6 and 2.9 ms here (AVX-512, an exp written as a polynomial);
+- the cross-entropy of a chunk of logits: turning (rows, 50,304) bfloat16
+  logits into per-row losses and the gradient softmax - one_hot took
+  ~120 ms per 333 rows as PyTorch ops (a float32 copy, log-sum-exp, exp,
+  subtractions), 11 ms as one kernel that reads each row twice and writes it
+  once, in place.
+
+Each function falls back to plain PyTorch for other dtypes and devices, under
+torch.compile (which fuses these itself), and where the extension is missing
+or the CPU lacks AVX512-BF16. The kernels compute in float32 and round once,
+like PyTorch's; GELU's tanh is written so that it does not cancel for large
+negative inputs, where PyTorch's float32 GELU returns 0 for a tiny negative
+value (tests/test_kernels.py checks both against float64).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+
+@functools.cache
+def available() -> bool:
+    """Whether gpt2._gemv is built and this CPU runs its AVX512-BF16 kernels."""
+    try:
+        from gpt2 import _gemv
+    except ImportError:  # installed without a C compiler
+        return False
+    return _gemv.supported()
+
+
+def _use_kernel(x: torch.Tensor) -> bool:
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.compiler.is_compiling() and available()
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU in its tanh form (GPT-2's), `F.gelu(x, approximate="tanh")`."""
+    if _use_kernel(x):
+        return _GeluTanh.apply(x)
+    return F.gelu(x, approximate="tanh")
+
+
+class _GeluTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        from gpt2 import _gemv
+
+        x = x.contiguous()
+        y = torch.empty_like(x)
+        _gemv.gelu(y.data_ptr(), 0, x.data_ptr(), x.numel(), torch.get_num_threads())
+        ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from gpt2 import _gemv
+
+        (x,) = ctx.saved_tensors
+        dy = dy.to(x.dtype).contiguous()
+        dx = torch.empty_like(x)
+        _gemv.gelu(dx.data_ptr(), dy.data_ptr(), x.data_ptr(), x.numel(), torch.get_num_threads())
+        return dx
+
+
+def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, scale: float) -> torch.Tensor | None:
+    """Per-row cross-entropy of (rows, V) logits, of which the first `vocab_size` columns are real, as a float32
+    tensor; the logits are overwritten by the gradient of `scale` x the loss, scale * (softmax - one_hot(target)),
+    with 0 in the other columns. Returns None (and leaves the logits alone) where the kernel does not apply:
+    other dtypes or devices, a non-contiguous tensor, or no kernel."""
+    if not _use_kernel(logits) or not logits.is_contiguous() or logits.dim() != 2:
+        return None
+    from gpt2 import _gemv
+
+    rows, V = logits.shape
+    targets = targets.to(torch.int64).contiguous()
+    losses = torch.empty(rows, dtype=torch.float32)
+    _gemv.cross_entropy(logits.data_ptr(), targets.data_ptr(), losses.data_ptr(), rows, V, vocab_size, scale, torch.get_num_threads())
+    return losses
+
+
+ATTENTION_CHUNK = 1 << 21  # attention scores per chunk of heads in `_CausalAttention.backward`: 4 MB in bfloat16
+# Up to this length the recomputing backward wins (B=4, 12 heads of 64, 2 cores: 2.2x at 128 tokens, 1.3x at 256);
+# at 384-512 the two are even, and from 768 on PyTorch's flash backward is faster (1.35x at 1,024).
+ATTENTION_MAX_T = 256
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention of (B, heads, T, head_dim) queries, keys and values, `F.scaled_dot_product_attention(q, k,
+    v, is_causal=True)`.
+
+    For bfloat16 on a CPU that trains on up to ATTENTION_MAX_T tokens, the forward pass is PyTorch's flash
+    kernel and the backward pass recomputes the attention weights a few heads at a time and differentiates
+    through them with batched matrix products: at 4 x 256 tokens of GPT-2 124M, 27 ms per layer against 34 ms
+    for PyTorch's bfloat16 flash backward on a CPU (forward and backward together). Elsewhere it is the PyTorch call.
+    """
+    cpu_bf16 = q.dtype == torch.bfloat16 and q.device.type == "cpu"
+    if cpu_bf16 and q.requires_grad and q.shape[-2] <= ATTENTION_MAX_T and not torch.compiler.is_compiling():
+        return _CausalAttention.apply(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class _CausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        ctx.save_for_backward(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v = ctx.saved_tensors
+        B, H, T, D = q.shape
+        scale = D**-0.5
+        q, k, v, dout = (t.reshape(B * H, T, D) for t in (q, k, v, dout.to(q.dtype)))
+        dq, dk, dv = (torch.empty(B * H, T, D, dtype=q.dtype) for _ in range(3))
+        future = torch.ones(T, T, dtype=torch.bool).triu_(1)
+        step = max(1, ATTENTION_CHUNK // (T * T))
+        for i in range(0, B * H, step):
+            s = slice(i, i + step)
+            weights = torch.softmax(torch.bmm(q[s], k[s].transpose(1, 2)).mul_(scale).masked_fill_(future, -torch.inf), dim=-1)
+            torch.bmm(weights.transpose(1, 2), dout[s], out=dv[s])
+            dscores = torch._softmax_backward_data(torch.bmm(dout[s], v[s].transpose(1, 2)), weights, -1, q.dtype)
+            torch.bmm(dscores, k[s], out=dq[s]).mul_(scale)
+            torch.bmm(dscores.transpose(1, 2), q[s], out=dk[s]).mul_(scale)
+        return dq.view(B, H, T, D), dk.view(B, H, T, D), dv.view(B, H, T, D)

@@ -1,0 +1,184 @@
+"""The bfloat16 CPU kernels of a training step (gpt2/kernels.py, gpt2/_gemv.c): GELU and its gradient and the
+cross-entropy of a chunk of logits against float64 recomputations, the recomputing attention backward against
+float64 SDPA, and a whole bfloat16 training step with them against the same step on PyTorch's ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2 import kernels
+from gpt2.model import GPT, GPTConfig
+from gpt2.train import LMLoss, lm_loss
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="needs gpt2._gemv compiled and a CPU with AVX512-BF16")
+
+BF16_EPS = 2.0**-8  # half the spacing of bfloat16 numbers, relative
+
+
+def gelu64(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh form in float64, as x * sigmoid(2 z): (1 + tanh z) / 2 without cancellation for large negative x."""
+    x = x.double()
+    return x * torch.sigmoid(2 * 0.7978845608028654 * (x + 0.044715 * x**3))
+
+
+def close_to_rounded(got: torch.Tensor, want: torch.Tensor, tiny: float = 0.0) -> None:
+    """`got` (bfloat16) is within one rounding of the float64 `want`, or within `tiny` of it."""
+    err = (got.double() - want).abs()
+    assert bool((err <= BF16_EPS * want.abs() + tiny).all()), f"worst error {err.max().item():.3g}"
+
+
+@pytest.fixture
+def no_kernels(monkeypatch):
+    """Turn the kernels off: the PyTorch ops they replace run instead."""
+
+    return lambda: monkeypatch.setattr(kernels, "_use_kernel", lambda x: False)
+
+
+def test_gelu_and_its_gradient_against_float64():
+    torch.manual_seed(0)
+    x = (torch.randn(3, 70_001) * 3).bfloat16().requires_grad_()  # not a multiple of 16: the masked tail too
+    y = kernels.gelu_tanh(x)
+    assert y.grad_fn is not None and "GeluTanh" in type(y.grad_fn).__name__  # the kernel ran
+    want = gelu64(x.detach())
+    # values below 1e-37 (x < -10) may come out as 0: the kernel's exp stops at e^-87
+    close_to_rounded(y.detach(), want, tiny=2e-37)
+    ordinary = x.detach().abs() < 9
+    assert torch.equal(y.detach()[ordinary], want[ordinary].bfloat16()), "not rounded once from float32"
+    # where 1 + tanh cancels (x < -5), PyTorch's own float32 GELU returns 0 for tiny negative values; ours does not
+    far = (x.detach() < -6) & (x.detach() > -9)
+    assert bool((y.detach()[far] < 0).all()) and bool((F.gelu(x.detach().float()[far], approximate="tanh") == 0).any())
+
+    dy = torch.randn_like(x)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_()
+    gelu64(x64).backward(dy.double())
+    # the product dy * gelu'(x) is rounded once: within one rounding of the float64 value, plus the float32 error
+    err = (x.grad.double() - x64.grad).abs()
+    assert bool((err <= 1.01 * BF16_EPS * x64.grad.abs() + 1e-30).all())
+
+
+def test_gelu_falls_back_to_pytorch_where_the_kernel_does_not_apply():
+    x = torch.randn(5, 33)
+    assert torch.equal(kernels.gelu_tanh(x), F.gelu(x, approximate="tanh"))  # float32: PyTorch's op
+    xb = x.bfloat16().t()  # not contiguous: the kernel runs on a contiguous copy
+    assert torch.equal(kernels.gelu_tanh(xb), gelu64(xb).bfloat16())
+
+
+@pytest.mark.parametrize("V, vocab", [(50304, 50257), (512, 500), (64, 64)])
+def test_cross_entropy_rows_against_float64(V, vocab):
+    torch.manual_seed(1)
+    rows = 37
+    logits = (torch.randn(rows, V) * 3).bfloat16()
+    targets = torch.randint(0, vocab, (rows,))
+    targets[0], targets[1] = 0, vocab - 1  # the first and the last real column
+    scale = 1 / 123
+    work = logits.clone()
+    losses = kernels.cross_entropy_rows_(work, targets, vocab, scale)
+    real = logits[:, :vocab].double()
+    lse = torch.logsumexp(real, dim=1)
+    want_loss = lse - real[torch.arange(rows), targets]
+    assert losses.dtype == torch.float32
+    torch.testing.assert_close(losses.double(), want_loss, rtol=0, atol=2e-5)
+    grad = torch.softmax(real, dim=1) * scale
+    grad[torch.arange(rows), targets] -= scale
+    close_to_rounded(work[:, :vocab], grad, tiny=1e-12)
+    assert bool((work[:, vocab:] == 0).all())  # padding columns are never predicted
+
+
+def test_cross_entropy_rows_leaves_what_it_cannot_do_alone():
+    logits = torch.randn(4, 64)
+    assert kernels.cross_entropy_rows_(logits, torch.zeros(4, dtype=torch.long), 64, 1.0) is None
+    wide = torch.randn(4, 128).bfloat16()[:, :64]  # not contiguous
+    before = wide.clone()
+    assert kernels.cross_entropy_rows_(wide, torch.zeros(4, dtype=torch.long), 64, 1.0) is None
+    assert torch.equal(wide, before)
+
+
+def test_lm_loss_with_the_kernel_matches_the_pytorch_ops(no_kernels):
+    torch.manual_seed(2)
+    N, C, V, vocab = 700, 48, 1040, 1000  # several chunks of rows
+    h = torch.randn(N, C).bfloat16()
+    w = (torch.randn(V, C) * 0.3).bfloat16()
+    targets = torch.randint(0, vocab, (N,))
+
+    def run():
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        loss = lm_loss(hh.view(7, 100, C), ww, targets.view(7, 100), vocab)
+        loss.backward()
+        per_row = lm_loss(hh.detach().view(7, 100, C), ww.detach(), targets.view(7, 100), vocab, reduction="none")
+        return loss, per_row, hh.grad, ww.grad
+
+    import gpt2.train
+
+    old = gpt2.train.CHUNK_ELEMENTS
+    gpt2.train.CHUNK_ELEMENTS = 128 * V
+    try:
+        with_kernel = run()
+        no_kernels()
+        without = run()
+    finally:
+        gpt2.train.CHUNK_ELEMENTS = old
+    torch.testing.assert_close(with_kernel[0], without[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(with_kernel[1], without[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(with_kernel[2:], without[2:]):
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.02, atol=1e-4)
+
+
+@pytest.mark.parametrize("T", [2, 17, 256])
+def test_recomputing_attention_backward_against_float64(T):
+    torch.manual_seed(3)
+    B, H, D = 2, 3, 64
+    q, k, v = (torch.randn(B, T, H, D).bfloat16().transpose(1, 2).requires_grad_() for _ in range(3))  # as the model
+    dout = torch.randn(B, H, T, D).bfloat16()
+    y = kernels.causal_attention(q, k, v)
+    assert "CausalAttention" in type(y.grad_fn).__name__
+    y.backward(dout)
+    ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    y64 = F.scaled_dot_product_attention(*ref, is_causal=True)
+    y64.backward(dout.double())
+    torch.testing.assert_close(y.detach().double(), y64.detach(), rtol=0.02, atol=0.02)
+    flash = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    F.scaled_dot_product_attention(*flash, is_causal=True).backward(dout)
+    for ours, pytorch, exact in zip((q, k, v), flash, ref):
+        our_err = (ours.grad.double() - exact.grad).abs().max().item()
+        flash_err = (pytorch.grad.double() - exact.grad).abs().max().item()
+        scale = exact.grad.abs().max().item()
+        assert our_err < 0.02 * scale and our_err < 2 * flash_err + 1e-3, (our_err, flash_err, scale)
+
+
+def test_attention_keeps_pytorch_where_its_backward_is_faster():
+    q = torch.randn(1, 2, kernels.ATTENTION_MAX_T + 1, 64).bfloat16().requires_grad_()
+    assert "CausalAttention" not in type(kernels.causal_attention(q, q, q).grad_fn).__name__
+    with torch.no_grad():  # inference: the PyTorch call, no graph
+        assert kernels.causal_attention(q[:, :, :8], q[:, :, :8], q[:, :, :8]).grad_fn is None
+    f = torch.randn(1, 2, 8, 64, requires_grad=True)  # float32
+    assert "CausalAttention" not in type(kernels.causal_attention(f, f, f).grad_fn).__name__
+
+
+def test_a_bfloat16_training_step_with_the_kernels_matches_pytorch_ops(no_kernels, monkeypatch):
+    """The whole model (GELU, attention backward and the loss kernel) against the same step on PyTorch's ops."""
+    import gpt2.model
+
+    torch.manual_seed(4)
+    config = GPTConfig(block_size=64, vocab_size=500, n_layer=2, n_head=2, n_embd=64)
+    lm = LMLoss(GPT(config))
+    x = torch.randint(0, 500, (3, 64))
+    y = torch.randint(0, 500, (3, 64))
+
+    def step():
+        lm.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = lm(x, y)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in lm.parameters()])
+
+    loss_k, grad_k = step()
+    no_kernels()
+    monkeypatch.setattr(gpt2.model, "causal_attention", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    loss_p, grad_p = step()
+    assert abs(loss_k - loss_p) < 1e-3 * loss_p
+    cosine = F.cosine_similarity(grad_k, grad_p, dim=0).item()
+    assert cosine > 0.999, cosine
+    assert (grad_k - grad_p).norm() < 0.03 * grad_p.norm()
