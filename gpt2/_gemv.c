@@ -1,6 +1,7 @@
 /*
- * bfloat16 kernels for one-row decoding on x86 CPUs with AVX512-BF16: matrix-vector products and the
- * attention of one query row over a KV cache.
+ * bfloat16 kernels for x86 CPUs with AVX512-BF16: for one-row decoding, matrix-vector products and the
+ * attention of one query row over a KV cache; for training, GELU and its gradient and the cross-entropy of a
+ * chunk of logits (gpt2/kernels.py says where they replace PyTorch ops, docs/training.md why).
  *
  * Generating one token for one sequence multiplies a single activation row by
  * every weight matrix of the model: the time is the time to read the weights
@@ -28,6 +29,12 @@
  *     row n of the result goes to y[(n / group) * stride + n % group] (default: contiguous), after
  *     adding add[n] (a residual) when given; e.g. keys written straight into a (heads, length, head_dim)
  *     cache slot take group = head_dim, stride = length * head_dim.
+ *   gelu(out, dy or 0, x, n, threads)
+ *     out = GELU(x) (tanh form), or with dy its gradient dy * GELU'(x), over n contiguous values.
+ *   cross_entropy(logits, targets, losses, rows, V, vocab, scale, threads)
+ *     for each of `rows` rows of V logits (the first `vocab` real, targets int64): losses[r] = logsumexp - logit of
+ *     the target (float32), and the row overwritten by scale * (softmax - one_hot(target)), 0 past `vocab`.
+ *   The pool's threads sleep as soon as one of these two is done: PyTorch's next op wants the cores.
  */
 
 #define PY_SSIZE_T_CLEAN
