@@ -18,11 +18,16 @@ machine whose matmul throughput drifts), and at the end.
 
     python bench/bench_train.py                      # T=256 and 1024, B=4, bf16 and fp32
     python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 8 --compile
+    python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 10 --kernels-off
+
+`--kernels-off` adds ours with the CPU kernels of gpt2/kernels.py switched
+off (PyTorch's GELU, cross-entropy ops and flash attention backward instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -35,6 +40,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import gpt2.model  # noqa: E402
+from gpt2 import kernels  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
 from gpt2.train import LMLoss, cpu_name, flops_per_token, measure_matmul_tflops, parameter_groups  # noqa: E402
 
@@ -110,11 +117,23 @@ def plain(seq: int):
     return model, opt, model
 
 
-def make_step(model, opt, loss_fn, dtype):
+@contextlib.contextmanager
+def pytorch_ops():
+    """Our step with the kernels of gpt2/kernels.py switched off."""
+    use, attention = kernels._use_kernel, gpt2.model.causal_attention
+    kernels._use_kernel = lambda x: False
+    gpt2.model.causal_attention = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    try:
+        yield
+    finally:
+        kernels._use_kernel, gpt2.model.causal_attention = use, attention
+
+
+def make_step(model, opt, loss_fn, dtype, context=contextlib.nullcontext):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     def step(x, y):
-        with autocast:
+        with context(), autocast:  # the forward pass records which backward runs
             loss = loss_fn(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -132,6 +151,7 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     ap.add_argument("--steps", type=int, default=6, help="timed steps of each (after 2 warm-up steps)")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
+    ap.add_argument("--kernels-off", action="store_true", help="also time ours without the CPU kernels of gpt2/kernels.py")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
@@ -149,7 +169,12 @@ def main() -> None:
             contenders = {"ours": ours(seq, False), "HF": huggingface(seq), "nanoGPT-style": plain(seq)}
             if args.compile:
                 contenders["ours+compile"] = ours(seq, True)
-            steps = {name: make_step(*c, dtype) for name, c in contenders.items()}
+            if args.kernels_off:
+                contenders["ours-kernels"] = ours(seq, False)
+            steps = {
+                name: make_step(*c, dtype, pytorch_ops if name == "ours-kernels" else contextlib.nullcontext)
+                for name, c in contenders.items()
+            }
             g = torch.Generator().manual_seed(seq)
             x = torch.randint(0, 50257, (args.batch, seq + 1), generator=g)
             inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
@@ -179,6 +204,8 @@ def main() -> None:
                 ratio = f"  {tps / result['HF'][0]:.2f}x HF" if name != "HF" else ""
                 if name.startswith("ours"):
                     ratio += f", {tps / result['nanoGPT-style'][0]:.2f}x nanoGPT-style"
+                if name == "ours" and "ours-kernels" in result:
+                    ratio += f", {tps / result['ours-kernels'][0]:.2f}x ours without the kernels"
                 print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}% (start peak), "
                       f"{100 * mfu * peaks[dname] / peak_during:5.1f}% (peak between rounds){ratio}")
             del contenders, steps

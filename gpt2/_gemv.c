@@ -169,7 +169,7 @@ static void rows_task(const Job *j, long t) {
 /* e^x for x <= 0 (softmax weights): 2^n * 2^f with f in [-1/2, 1/2], 2^f by its degree-6 Taylor polynomial
    (relative error below 2e-7) */
 __attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512 exp_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* this operand order keeps a NaN: max_ps returns its second */
     __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
     __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.69314718055994531f)); /* f ln 2 */

@@ -40,7 +40,9 @@ def available() -> bool:
 
 
 def _use_kernel(x: torch.Tensor) -> bool:
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.compiler.is_compiling() and available()
+    # plain tensors only: the kernels read raw memory, which a DTensor or a fake tensor does not have
+    plain = type(x) is torch.Tensor and x.dtype == torch.bfloat16 and x.device.type == "cpu"
+    return plain and not torch.compiler.is_compiling() and available()
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +64,7 @@ class _GeluTanh(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative raises instead of coming out wrong
     def backward(ctx, dy):
         from gpt2 import _gemv
 
@@ -82,6 +85,8 @@ def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, vocab_size:
     from gpt2 import _gemv
 
     rows, V = logits.shape
+    if targets.numel() != rows or not 1 <= vocab_size <= V:
+        raise ValueError(f"cross_entropy_rows_: {targets.numel()} targets and vocab_size {vocab_size} for logits of shape {tuple(logits.shape)}")
     targets = targets.to(torch.int64).contiguous()
     losses = torch.empty(rows, dtype=torch.float32)
     _gemv.cross_entropy(logits.data_ptr(), targets.data_ptr(), losses.data_ptr(), rows, V, vocab_size, scale, torch.get_num_threads())
@@ -89,9 +94,10 @@ def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, vocab_size:
 
 
 ATTENTION_CHUNK = 1 << 21  # attention scores per chunk of heads in `_CausalAttention.backward`: 4 MB in bfloat16
-# Up to this length the recomputing backward wins (B=4, 12 heads of 64, 2 cores: 2.2x at 128 tokens, 1.3x at 256);
-# at 384-512 the two are even, and from 768 on PyTorch's flash backward is faster (1.35x at 1,024).
-ATTENTION_MAX_T = 256
+# Up to this length the recomputing backward wins (B=4, 12 heads of 64, 2 cores, forward + backward: 2.1x at
+# 64 tokens, 1.6x at 128 and 160); from 192 on PyTorch's flash kernels are as fast or faster, since the scores
+# recomputed in float32 cost more as T grows.
+ATTENTION_MAX_T = 160
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -99,12 +105,14 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     v, is_causal=True)`.
 
     For bfloat16 on a CPU that trains on up to ATTENTION_MAX_T tokens, the forward pass is PyTorch's flash
-    kernel and the backward pass recomputes the attention weights a few heads at a time and differentiates
-    through them with batched matrix products: at 4 x 256 tokens of GPT-2 124M, 27 ms per layer against 34 ms
-    for PyTorch's bfloat16 flash backward on a CPU (forward and backward together). Elsewhere it is the PyTorch call.
+    kernel and the backward pass recomputes the attention weights (scores and softmax in float32, as the
+    forward had them) a few heads at a time and differentiates through them with batched matrix products: at
+    4 x 128 tokens of GPT-2 124M, 17 ms per layer against 27 ms for PyTorch's bfloat16 flash kernels on a CPU
+    (forward and backward together). Elsewhere it is the PyTorch call.
     """
-    cpu_bf16 = q.dtype == torch.bfloat16 and q.device.type == "cpu"
-    if cpu_bf16 and q.requires_grad and q.shape[-2] <= ATTENTION_MAX_T and not torch.compiler.is_compiling():
+    cpu_bf16 = all(type(t) is torch.Tensor and t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in (q, k, v))
+    same_shape = q.shape == k.shape == v.shape
+    if cpu_bf16 and same_shape and q.requires_grad and q.shape[-2] <= ATTENTION_MAX_T and not torch.compiler.is_compiling():
         return _CausalAttention.apply(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
@@ -116,6 +124,7 @@ class _CausalAttention(torch.autograd.Function):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
         q, k, v = ctx.saved_tensors
         B, H, T, D = q.shape
@@ -126,9 +135,13 @@ class _CausalAttention(torch.autograd.Function):
         step = max(1, ATTENTION_CHUNK // (T * T))
         for i in range(0, B * H, step):
             s = slice(i, i + step)
-            weights = torch.softmax(torch.bmm(q[s], k[s].transpose(1, 2)).mul_(scale).masked_fill_(future, -torch.inf), dim=-1)
-            torch.bmm(weights.transpose(1, 2), dout[s], out=dv[s])
-            dscores = torch._softmax_backward_data(torch.bmm(dout[s], v[s].transpose(1, 2)), weights, -1, q.dtype)
+            # the scores and the softmax in float32, as the flash forward computed them: rounding large scores
+            # to bfloat16 first would give weights that differ from the forward's
+            scores = torch.bmm(q[s].float(), k[s].float().transpose(1, 2))
+            weights = torch.softmax(scores.mul_(scale).masked_fill_(future, -torch.inf), dim=-1)
+            dweights = torch.bmm(dout[s].float(), v[s].float().transpose(1, 2))
+            dscores = torch._softmax_backward_data(dweights, weights, -1, torch.float32).to(q.dtype)
+            torch.bmm(weights.to(q.dtype).transpose(1, 2), dout[s], out=dv[s])
             torch.bmm(dscores, k[s], out=dq[s]).mul_(scale)
             torch.bmm(dscores.transpose(1, 2), q[s], out=dk[s]).mul_(scale)
         return dq.view(B, H, T, D), dk.view(B, H, T, D), dv.view(B, H, T, D)
