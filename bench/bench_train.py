@@ -166,11 +166,12 @@ def main() -> None:
     for seq in args.seq:
         for dname in args.dtypes:
             dtype = getattr(torch, dname)
-            contenders = {"ours": ours(seq, False), "HF": huggingface(seq), "nanoGPT-style": plain(seq)}
+            contenders = {"ours": ours(seq, False)}
+            if args.kernels_off:  # right after ours, so that each pair of steps sees the same machine
+                contenders["ours-kernels"] = ours(seq, False)
+            contenders.update({"HF": huggingface(seq), "nanoGPT-style": plain(seq)})
             if args.compile:
                 contenders["ours+compile"] = ours(seq, True)
-            if args.kernels_off:
-                contenders["ours-kernels"] = ours(seq, False)
             steps = {
                 name: make_step(*c, dtype, pytorch_ops if name == "ours-kernels" else contextlib.nullcontext)
                 for name, c in contenders.items()
@@ -208,6 +209,11 @@ def main() -> None:
                     ratio += f", {tps / result['ours-kernels'][0]:.2f}x ours without the kernels"
                 print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}% (start peak), "
                       f"{100 * mfu * peaks[dname] / peak_during:5.1f}% (peak between rounds){ratio}")
+            # the machine's speed drifts within minutes: the median over rounds of each round's time ratio
+            # compares steps taken seconds apart
+            paired = {name: statistics.median(p / o for p, o in zip(times[name], times["ours"])) for name in times if name != "ours"}
+            print("  paired (median over rounds of that round's step time / ours): "
+                  + ", ".join(f"{name} {r:.2f}x" for name, r in paired.items()))
             del contenders, steps
     # the machine is shared: measure the peak again at the end and keep the better figure
     after = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}
