@@ -29,8 +29,9 @@
  *     row n of the result goes to y[(n / group) * stride + n % group] (default: contiguous), after
  *     adding add[n] (a residual) when given; e.g. keys written straight into a (heads, length, head_dim)
  *     cache slot take group = head_dim, stride = length * head_dim.
- *   gelu(out, dy or 0, x, n, threads)
- *     out = GELU(x) (tanh form), or with dy its gradient dy * GELU'(x), over n contiguous values.
+ *   gelu(out, dy or 0, x, n, threads[, float32])
+ *     out = GELU(x) (tanh form), or with dy its gradient dy * GELU'(x), over n contiguous bfloat16 values
+ *     (float32 ones when the last argument is true).
  *   cross_entropy(logits, targets, losses, rows, V, vocab, scale, threads)
  *     for each of `rows` rows of V logits (the first `vocab` real, targets int64): losses[r] = logsumexp - logit of
  *     the target (float32), and the row overwritten by scale * (softmax - one_hot(target)), 0 past `vocab`.
@@ -82,9 +83,10 @@ struct Job {
     long heads, head_dim, positions, head_stride;
     float scale;
     /* element-wise work (GELU and its gradient): out = f(b) or f'(b) * a over `count` values */
-    uint16_t *out;
+    uint16_t *out; /* float32 values when f32 (GELU) */
     const uint16_t *a, *b;
     long count, per_task;
+    int f32;
     /* cross-entropy rows: logits `out` (rows, n), k real columns */
     const int64_t *targets;
     float *losses;
@@ -411,40 +413,48 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512 half_o
     return _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ), ep);
 }
 
-/* GELU, tanh form (GPT-2): y = x (1 + tanh(c (x + a x^3))) / 2 on n bfloat16 values, float32 inside, one rounding;
-   y may be x */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_tanh_range(uint16_t *y, const uint16_t *x,
-                                                                                             long n) {
+/* GELU, tanh form (GPT-2): x (1 + tanh(c (x + a x^3))) / 2, and its derivative
+   (1 + t) / 2 + x (1 - t^2) c (1 + 3 a x^2) / 2 */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512 gelu_ps(__m512 v) {
     const __m512 c = _mm512_set1_ps(GELU_C), a = _mm512_set1_ps(GELU_A);
+    return _mm512_mul_ps(v, half_one_plus_tanh(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v)), NULL));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512 gelu_grad_ps(__m512 v) {
+    const __m512 c = _mm512_set1_ps(GELU_C), a = _mm512_set1_ps(GELU_A), a3 = _mm512_set1_ps(3.0f * GELU_A);
+    __m512 v2 = _mm512_mul_ps(v, v), sech2;
+    __m512 h = half_one_plus_tanh(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), v2, v)), &sech2);
+    __m512 dz = _mm512_mul_ps(c, _mm512_fmadd_ps(a3, v2, _mm512_set1_ps(1.0f))); /* dz/dx */
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_mul_ps(v, sech2)), dz, h);
+}
+
+/* y = GELU(x), or with dy: y = dy * GELU'(x), on n bfloat16 values (float32 inside, one rounding); y may be x */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_bf16(uint16_t *y, const uint16_t *dy,
+                                                                                       const uint16_t *x, long n) {
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = LANES(n, i);
         __m512 v = LOAD_BF16(m, x + i);
-        __m512 h = half_one_plus_tanh(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v)), NULL);
-        STORE_BF16(y + i, m, _mm512_mul_ps(v, h));
+        STORE_BF16(y + i, m, dy ? _mm512_mul_ps(LOAD_BF16(m, dy + i), gelu_grad_ps(v)) : gelu_ps(v));
     }
 }
 
-static void gelu_tanh(uint16_t *u, long n) { gelu_tanh_range(u, u, n); }
-
-/* its derivative times the incoming gradient: dx = dy ((1 + t) / 2 + x (1 - t^2) c (1 + 3 a x^2) / 2) */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void gelu_tanh_backward_range(
-    uint16_t *dx, const uint16_t *dy, const uint16_t *x, long n) {
-    const __m512 c = _mm512_set1_ps(GELU_C), a = _mm512_set1_ps(GELU_A), a3 = _mm512_set1_ps(3.0f * GELU_A);
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+/* the same on float32 values */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void gelu_f32(float *y, const float *dy, const float *x, long n) {
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = LANES(n, i);
-        __m512 v = LOAD_BF16(m, x + i), g = LOAD_BF16(m, dy + i), v2 = _mm512_mul_ps(v, v), sech2;
-        __m512 h = half_one_plus_tanh(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), v2, v)), &sech2);
-        __m512 dz = _mm512_mul_ps(c, _mm512_fmadd_ps(a3, v2, one)); /* dz/dx */
-        __m512 d = _mm512_fmadd_ps(_mm512_mul_ps(half, _mm512_mul_ps(v, sech2)), dz, h);
-        STORE_BF16(dx + i, m, _mm512_mul_ps(g, d));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(y + i, m, dy ? _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), gelu_grad_ps(v)) : gelu_ps(v));
     }
 }
+
+static void gelu_tanh(uint16_t *u, long n) { gelu_bf16(u, NULL, u, n); }
 
 static void gelu_task(const Job *j, long t) {
     long i0 = t * j->per_task, i1 = i0 + j->per_task < j->count ? i0 + j->per_task : j->count;
-    if (j->a) gelu_tanh_backward_range(j->out + i0, j->a + i0, j->b + i0, i1 - i0);
-    else gelu_tanh_range(j->out + i0, j->b + i0, i1 - i0);
+    if (j->f32)
+        gelu_f32((float *)j->out + i0, j->a ? (const float *)j->a + i0 : NULL, (const float *)j->b + i0, i1 - i0);
+    else
+        gelu_bf16(j->out + i0, j->a ? j->a + i0 : NULL, j->b + i0, i1 - i0);
 }
 
 /* Cross-entropy of one row of bfloat16 logits (the first `vocab` of `V` columns are real), float32 inside:
@@ -611,15 +621,15 @@ static void elementwise(long count, int threads) {
 static PyObject *py_gelu(PyObject *self, PyObject *args) {
     unsigned long long out, dy, x;
     long n;
-    int threads;
-    if (!PyArg_ParseTuple(args, "KKKli", &out, &dy, &x, &n, &threads)) return NULL;
+    int threads, f32 = 0;
+    if (!PyArg_ParseTuple(args, "KKKli|p", &out, &dy, &x, &n, &threads, &f32)) return NULL;
 #if HAVE_KERNEL
     if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
     if (n <= 0) Py_RETURN_NONE;
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&busy);
-    job = (Job){.task = gelu_task, .out = (uint16_t *)out, .a = (const uint16_t *)dy, .b = (const uint16_t *)x};
+    job = (Job){.task = gelu_task, .out = (uint16_t *)out, .a = (const uint16_t *)dy, .b = (const uint16_t *)x, .f32 = f32};
     elementwise(n, threads);
     pthread_mutex_unlock(&busy);
     Py_END_ALLOW_THREADS
@@ -663,7 +673,8 @@ static PyMethodDef methods[] = {
     {"attend", py_attend, METH_VARARGS,
      "attend(y, q, keys, values, heads, head_dim, positions, head_stride, scale, threads): one query row's attention."},
     {"gelu", py_gelu, METH_VARARGS,
-     "gelu(out, dy or 0, x, n, threads): GELU (tanh form) of n bfloat16 values, or with dy its gradient dy * gelu'(x)."},
+     "gelu(out, dy or 0, x, n, threads[, float32]): GELU (tanh form) of n bfloat16 (or float32) values, or with dy "
+     "its gradient dy * gelu'(x)."},
     {"cross_entropy", py_cross_entropy, METH_VARARGS,
      "cross_entropy(logits, targets, losses, rows, V, vocab, scale, threads): per-row loss (float32) and, in place, "
      "the bfloat16 gradient scale * (softmax - one_hot) of (rows, V) logits whose first vocab columns are real."},

@@ -33,7 +33,7 @@ def close_to_rounded(got: torch.Tensor, want: torch.Tensor, tiny: float = 0.0) -
 def no_kernels(monkeypatch):
     """Turn the kernels off: the PyTorch ops they replace run instead."""
 
-    return lambda: monkeypatch.setattr(kernels, "_use_kernel", lambda x: False)
+    return lambda: monkeypatch.setattr(kernels, "_use_kernel", lambda *args: False)
 
 
 def test_gelu_and_its_gradient_against_float64():
@@ -61,14 +61,20 @@ def test_gelu_and_its_gradient_against_float64():
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 65536, 65536 + 7, 3 * 65536 + 1])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_gelu_kernel_sizes_and_threads_write_every_value_and_nothing_more(n, threads):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gelu_kernel_sizes_and_threads_write_every_value_and_nothing_more(n, threads, dtype):
     from gpt2 import _gemv
 
-    x = (torch.randn(n + 32) * 3).bfloat16()
-    out = torch.full((n + 32,), 7.0).bfloat16()  # 32 values past the end must stay untouched
-    _gemv.gelu(out.data_ptr(), 0, x.data_ptr(), n, threads)
+    x = (torch.randn(n + 32) * 3).to(dtype)
+    out = torch.full((n + 32,), 7.0, dtype=dtype)  # 32 values past the end must stay untouched
+    _gemv.gelu(out.data_ptr(), 0, x.data_ptr(), n, threads, dtype == torch.float32)
     assert torch.equal(out[:n], kernels.gelu_tanh(x[:n]))  # the same as the default thread count
-    close_to_rounded(out[:n], gelu64(x[:n]), tiny=2e-37)
+    if dtype == torch.bfloat16:
+        close_to_rounded(out[:n], gelu64(x[:n]), tiny=2e-37)
+    else:
+        # relative 3e-6 down to x = -5 (the exp of -2|z| carries z's float32 error, ~1e-7 * |2z|); below, values
+        # under 1e-11 whose relative error grows with |x| (and that become 0 from x ~ -10)
+        torch.testing.assert_close(out[:n].double(), gelu64(x[:n]), rtol=3e-6, atol=1e-15)
     assert bool((out[n:] == 7.0).all())
 
 
@@ -79,9 +85,30 @@ def test_a_second_derivative_through_the_kernels_raises_instead_of_being_wrong()
         torch.autograd.grad(g.float().sum(), x)
 
 
+def test_float32_gelu_and_its_gradient_against_float64():
+    torch.manual_seed(6)
+    x = (torch.randn(2, 50_001) * 3).requires_grad_()
+    y = kernels.gelu_tanh(x)
+    assert "GeluTanh" in type(y.grad_fn).__name__
+    want = gelu64(x.detach())
+    err = (y.detach().double() - want).abs()
+    # the exp of -2|z| carries z's float32 error, ~1e-7 * |2z|: 3e-6 relative at |x| = 5 (PyTorch's: 0.3)
+    near = x.detach().abs() < 5
+    assert bool((err[near] <= 3e-6 * want[near].abs() + 1e-37).all()), err.max().item()
+    far = x.detach() <= -5  # tiny values, 1e-6 and below: relative 2e-5 down to x = -9.5, then 0 for under 2e-36
+    assert bool((err[far] <= 2e-5 * want[far].abs() + 2e-36).all())
+    assert bool((err[x.detach() >= 5] <= 3e-7 * want[x.detach() >= 5]).all())
+    assert bool((err[x.detach().abs() < 1] <= 4e-7 * want[x.detach().abs() < 1].abs() + 1e-37).all())
+    dy = torch.randn_like(x)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_()
+    gelu64(x64).backward(dy.double())
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=3e-6, atol=3e-7)  # |dy| ~ 1: float32 rounding
+
+
 def test_gelu_falls_back_to_pytorch_where_the_kernel_does_not_apply():
-    x = torch.randn(5, 33)
-    assert torch.equal(kernels.gelu_tanh(x), F.gelu(x, approximate="tanh"))  # float32: PyTorch's op
+    x = torch.randn(5, 33, dtype=torch.float64)
+    assert torch.equal(kernels.gelu_tanh(x), F.gelu(x, approximate="tanh"))  # float64: PyTorch's op
     xb = x.bfloat16().t()  # not contiguous: the kernel runs on a contiguous copy
     assert torch.equal(kernels.gelu_tanh(xb), gelu64(xb).bfloat16())
 
