@@ -323,6 +323,12 @@ static int grow_pool(int threads) {
 
 /* ------------------------------------------------------------------ Python */
 
+/* the refusals every entry point shares */
+#define REFUSE_WITHOUT_AVX512_BF16() \
+    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions")
+#define COMPILED_WITHOUT_KERNEL() \
+    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel")
+
 static PyObject *py_supported(PyObject *self, PyObject *args) {
 #if HAVE_KERNEL
     return PyBool_FromLong(cpu_ok());
@@ -363,6 +369,19 @@ static int scores_fit(long positions) {
 }
 
 static int clamp_threads(int threads) { return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads; }
+
+/* run the single job `j` on up to `threads` threads (no more than it has tasks), holding `busy` with the
+   GIL released; idle workers poll for `spin` ns afterwards */
+static void run_alone(const Job *j, int threads, long spin) {
+    threads = clamp_threads(threads);
+    if (threads > j->tasks) threads = (int)j->tasks;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&busy);
+    job = *j;
+    run_job_spinning(threads, spin);
+    pthread_mutex_unlock(&busy);
+    Py_END_ALLOW_THREADS
+}
 
 /* ------------------------------------------------------------------ a whole decode step */
 
@@ -536,7 +555,7 @@ static PyObject *py_gemv(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KKKKlli|Kll", &y, &w, &x, &bias, &n, &k, &threads, &add, &group, &stride))
         return NULL;
 #if HAVE_KERNEL
-    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    REFUSE_WITHOUT_AVX512_BF16();
     if (n <= 0 || k <= 0) Py_RETURN_NONE;
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
@@ -547,7 +566,7 @@ static PyObject *py_gemv(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 #else
-    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+    COMPILED_WITHOUT_KERNEL();
 #endif
 }
 
@@ -560,22 +579,17 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
                           &scale, &threads))
         return NULL;
 #if HAVE_KERNEL
-    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    REFUSE_WITHOUT_AVX512_BF16();
     if (head_dim % 32 != 0 || positions < 1 || heads < 1)
         return PyErr_Format(PyExc_ValueError, "attend: head_dim must be a multiple of 32 and positions, heads >= 1");
     if (!scores_fit(positions)) return PyErr_NoMemory();
-    threads = clamp_threads(threads);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&busy);
-    job = (Job){.task = attend_task, .tasks = heads, .y = (uint16_t *)y, .x = (const uint16_t *)q,
-                .keys = (const uint16_t *)keys, .values = (const uint16_t *)values, .heads = heads,
-                .head_dim = head_dim, .positions = positions, .head_stride = head_stride, .scale = scale};
-    run_job(threads < heads ? threads : (int)heads);
-    pthread_mutex_unlock(&busy);
-    Py_END_ALLOW_THREADS
+    Job j = {.task = attend_task, .tasks = heads, .y = (uint16_t *)y, .x = (const uint16_t *)q,
+             .keys = (const uint16_t *)keys, .values = (const uint16_t *)values, .heads = heads,
+             .head_dim = head_dim, .positions = positions, .head_stride = head_stride, .scale = scale};
+    run_alone(&j, threads, SPIN_NS);
     Py_RETURN_NONE;
 #else
-    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+    COMPILED_WITHOUT_KERNEL();
 #endif
 }
 
@@ -586,7 +600,7 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
     int threads;
     if (!PyArg_ParseTuple(args, "KllKKlKfi", &table, &token, &L, &kc, &vc, &T, &logits, &eps, &threads)) return NULL;
 #if HAVE_KERNEL
-    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    REFUSE_WITHOUT_AVX512_BF16();
     const int64_t *t = (const int64_t *)table;
     if (t[H_EMBD] % t[H_HEADS] != 0 || (t[H_EMBD] / t[H_HEADS]) % 32 != 0 || L < 0 || L >= T || token < 0 ||
         token >= t[H_VOCAB])
@@ -603,20 +617,10 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
     if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 #else
-    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+    COMPILED_WITHOUT_KERNEL();
 #endif
 }
 
-#if HAVE_KERNEL
-/* the element-wise job in tasks of whole vectors */
-static void elementwise(long count, int threads) {
-    const long chunk = 1L << 16; /* values per task: 128 KiB of bfloat16 */
-    job.count = count;
-    job.per_task = chunk;
-    job.tasks = (count + chunk - 1) / chunk;
-    run_job_spinning(threads < job.tasks ? threads : (int)job.tasks, 0);
-}
-#endif
 
 static PyObject *py_gelu(PyObject *self, PyObject *args) {
     unsigned long long out, dy, x;
@@ -624,18 +628,15 @@ static PyObject *py_gelu(PyObject *self, PyObject *args) {
     int threads, f32 = 0;
     if (!PyArg_ParseTuple(args, "KKKli|p", &out, &dy, &x, &n, &threads, &f32)) return NULL;
 #if HAVE_KERNEL
-    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    REFUSE_WITHOUT_AVX512_BF16();
     if (n <= 0) Py_RETURN_NONE;
-    threads = clamp_threads(threads);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&busy);
-    job = (Job){.task = gelu_task, .out = (uint16_t *)out, .a = (const uint16_t *)dy, .b = (const uint16_t *)x, .f32 = f32};
-    elementwise(n, threads);
-    pthread_mutex_unlock(&busy);
-    Py_END_ALLOW_THREADS
+    const long chunk = 1L << 16; /* values per task: 128 KiB of bfloat16 */
+    Job j = {.task = gelu_task, .tasks = (n + chunk - 1) / chunk, .count = n, .per_task = chunk,
+             .out = (uint16_t *)out, .a = (const uint16_t *)dy, .b = (const uint16_t *)x, .f32 = f32};
+    run_alone(&j, threads, 0);
     Py_RETURN_NONE;
 #else
-    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+    COMPILED_WITHOUT_KERNEL();
 #endif
 }
 
@@ -647,20 +648,15 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KKKlllfi", &logits, &targets, &losses, &rows, &V, &vocab, &scale, &threads))
         return NULL;
 #if HAVE_KERNEL
-    if (!cpu_ok()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX512-BF16 instructions");
+    REFUSE_WITHOUT_AVX512_BF16();
     if (vocab < 1 || vocab > V) return PyErr_Format(PyExc_ValueError, "cross_entropy: need 1 <= vocab <= V");
     if (rows <= 0) Py_RETURN_NONE;
-    threads = clamp_threads(threads);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&busy);
-    job = (Job){.task = cross_entropy_task, .tasks = rows, .out = (uint16_t *)logits, .n = V, .k = vocab,
-                .targets = (const int64_t *)targets, .losses = (float *)losses, .scale = scale};
-    run_job_spinning(threads < rows ? threads : (int)rows, 0);
-    pthread_mutex_unlock(&busy);
-    Py_END_ALLOW_THREADS
+    Job j = {.task = cross_entropy_task, .tasks = rows, .out = (uint16_t *)logits, .n = V, .k = vocab,
+             .targets = (const int64_t *)targets, .losses = (float *)losses, .scale = scale};
+    run_alone(&j, threads, 0);
     Py_RETURN_NONE;
 #else
-    return PyErr_Format(PyExc_RuntimeError, "gpt2._gemv was compiled without its AVX512-BF16 kernel");
+    COMPILED_WITHOUT_KERNEL();
 #endif
 }
 

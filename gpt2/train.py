@@ -166,7 +166,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             if need_grad:
                 logits.sub_((lse - math.log(scale)).unsqueeze(1)).exp_()  # softmax * scale
                 logits[r, t] -= scale
-                grad_logits[i : i + rows] = logits
+                if logits is not out:  # in the compute dtype's own buffer already when that is float32 or 64
+                    grad_logits[i : i + rows] = logits
         if need_grad:
             ctx.save_for_backward(h, w, grad_logits)
         ctx.mean = mean
