@@ -4,12 +4,15 @@ GPT-2 124M shape (12 layers, 12 heads, 768 wide, vocabulary 50,257), one
 process, the same random token batches for both, AdamW (fused, lr 6e-4, betas
 0.9/0.95, weight decay 0.1), gradient clipping at 1.0, in bfloat16 autocast and
 in float32. Ours is exactly what `gpt2 train` runs (gpt2.train.LMLoss with the
-chunked loss, padded vocabulary, parameter groups; `--compile` adds
-torch.compile); the peers are Hugging Face's model with its own loss
-(`labels=`), SDPA attention, and a nanoGPT-style loop (the textbook
-formulation written out below: plain modules, SDPA, the full logits into
-F.cross_entropy, the same optimizer), which the issue that set the targets
-also measured. Steps of the three alternate, so all see the same
+chunked loss, padded vocabulary, parameter groups, clipping folded into the
+fused AdamW's read of the gradients; `--compile` adds torch.compile); the
+peers are Hugging Face's model with its own loss (`labels=`), SDPA
+attention, and a nanoGPT-style loop (the textbook formulation written out
+below: plain modules, SDPA, the full logits into F.cross_entropy, the same
+optimizer), both clipping with clip_grad_norm_. The process keeps freed
+memory for reuse as `gpt2 train` does (kernels.retain_freed_memory); that
+setting is process-wide, so the peers run with it too, and each step's page
+faults are printed. Steps of the three alternate, so all see the same
 machine load; the figure is the median step time after warm-up, with the best
 step in brackets. MFU uses the same FLOP count for all (gpt2.train.flops_per_token)
 over the bfloat16 (or float32) matmul peak measured here, on the same threads:
@@ -30,6 +33,7 @@ import argparse
 import contextlib
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -43,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import gpt2.model  # noqa: E402
 from gpt2 import kernels  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
-from gpt2.train import LMLoss, cpu_name, flops_per_token, measure_matmul_tflops, parameter_groups  # noqa: E402
+from gpt2.train import LMLoss, clip_in_optimizer, cpu_name, flops_per_token, measure_matmul_tflops, parameter_groups  # noqa: E402
 
 
 def ours(seq: int, compile_: bool):
@@ -129,15 +133,19 @@ def pytorch_ops():
         kernels._use_kernel, gpt2.model.causal_attention = use, attention
 
 
-def make_step(model, opt, loss_fn, dtype, context=contextlib.nullcontext):
+def make_step(model, opt, loss_fn, dtype, context=contextlib.nullcontext, trainer_clip=False):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     def step(x, y):
-        with context(), autocast:  # the forward pass records which backward runs
-            loss = loss_fn(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        with context():
+            with autocast:  # the forward pass records which backward runs
+                loss = loss_fn(x, y)
+            loss.backward()
+            if trainer_clip:  # what gpt2 train does with a fused AdamW
+                clip_in_optimizer(opt, model.parameters(), 1.0)
+            else:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
@@ -152,6 +160,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps of each (after 2 warm-up steps)")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     ap.add_argument("--kernels-off", action="store_true", help="also time ours without the CPU kernels of gpt2/kernels.py")
+    ap.add_argument("--glibc-heap", action="store_true", help="leave glibc's heap as it is (bench/bench_heap.py compares)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
@@ -159,7 +168,9 @@ def main() -> None:
     import transformers
 
     threads = torch.get_num_threads()
+    retained = not args.glibc_heap and kernels.retain_freed_memory()  # what gpt2 train does; process-wide: all contenders
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {threads} threads; torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"freed memory kept for reuse (kernels.retain_freed_memory), for all contenders: {retained}")
     peaks = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}
     print("measured matmul peak: " + ", ".join(f"{d} {p:.2f} TFLOP/s" for d, p in peaks.items()))
     rows = []
@@ -173,7 +184,7 @@ def main() -> None:
             if args.compile:
                 contenders["ours+compile"] = ours(seq, True)
             steps = {
-                name: make_step(*c, dtype, pytorch_ops if name == "ours-kernels" else contextlib.nullcontext)
+                name: make_step(*c, dtype, pytorch_ops if name == "ours-kernels" else contextlib.nullcontext, trainer_clip=name.startswith("ours"))
                 for name, c in contenders.items()
             }
             g = torch.Generator().manual_seed(seq)
@@ -184,12 +195,15 @@ def main() -> None:
                 for _ in range(2):
                     step(inputs, targets)
             times: dict[str, list[float]] = {name: [] for name in steps}
+            faults: dict[str, list[int]] = {name: [] for name in steps}  # minor page faults: memory the kernel hands out afresh
             round_peaks = []  # the matmul peak drifts on a shared machine: measure it between rounds of steps too
             for _ in range(args.steps):
                 for name, step in steps.items():
+                    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     t = time.perf_counter()
                     step(inputs, targets)
                     times[name].append(time.perf_counter() - t)
+                    faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
                 round_peaks.append(measure_matmul_tflops(torch.device("cpu"), dtype, seconds=1.0))
             flops = flops_per_token(GPTConfig(), seq) * args.batch * seq
             tok = args.batch * seq
@@ -208,7 +222,8 @@ def main() -> None:
                 if name == "ours" and "ours-kernels" in result:
                     ratio += f", {tps / result['ours-kernels'][0]:.2f}x ours without the kernels"
                 print(f"  {name:13s} {tps:8.0f} tok/s (best {tps_best:6.0f})  MFU {100 * mfu:5.1f}% (start peak), "
-                      f"{100 * mfu * peaks[dname] / peak_during:5.1f}% (peak between rounds){ratio}")
+                      f"{100 * mfu * peaks[dname] / peak_during:5.1f}% (peak between rounds){ratio}; "
+                      f"{statistics.median(faults[name]):,.0f} page faults/step")
             # the machine's speed drifts within minutes: the median over rounds of each round's time ratio
             # compares steps taken seconds apart
             paired = {name: statistics.median(p / o for p, o in zip(times[name], times["ours"])) for name in times if name != "ours"}

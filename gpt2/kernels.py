@@ -18,6 +18,9 @@ docs/training.md, "Where a CPU step goes"):
   forward, then a backward that recomputes the weights with batched matrix
   products instead of PyTorch's bfloat16 flash backward.
 
+Beside the kernels, `retain_freed_memory` and `trim_freed_memory` set how
+glibc's heap treats the large blocks a training step allocates and frees.
+
 Each function falls back to plain PyTorch for other dtypes and devices, under
 torch.compile (which fuses these itself), and where the extension is missing
 or the CPU lacks AVX512-BF16. The kernels compute in float32 and round once,
@@ -28,7 +31,9 @@ value (tests/test_kernels.py checks both against float64).
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +47,50 @@ def available() -> bool:
     except ImportError:  # installed without a C compiler
         return False
     return _gemv.supported()
+
+
+@functools.cache
+def retain_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse instead of handing large blocks back to the kernel.
+
+    PyTorch's CPU tensors come from malloc, and glibc serves blocks above its
+    mmap threshold (at most 32 MB) with fresh pages, which the kernel zeroes
+    on first touch and takes back on free. A GPT-2 124M training step
+    allocates and frees about 1 GB that way (logits, the output embedding's
+    gradient and casts), so every step paid ~250,000 page faults, 8-17% of
+    a step on 2 cores (bench/RESULTS.md). With mmap off and a high trim
+    threshold, freed blocks stay in the heap and the next step reuses them;
+    the price is that the process keeps freed memory until `trim_freed_memory`.
+    Process-wide, once; False (nothing changed) off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc's own symbol: musl's mallopt does nothing
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
+    global _retained
+    _retained = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return _retained
+
+
+_retained = False
+
+
+def trim_freed_memory() -> None:
+    """Give the free pages of the heap back to the kernel (glibc's malloc_trim), after work that is not a step.
+
+    A heap that keeps what is freed can fragment where buffers of other sizes
+    come and go (evaluation, saving a checkpoint): a large free block split by
+    a small allocation no longer fits the next large request, and its pages
+    stay resident. The trainer trims after such work, so memory returns to
+    what the steps themselves use; the next step faults its buffers in once.
+    """
+    if _retained:
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _use_kernel(x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.bfloat16,)) -> bool:

@@ -185,6 +185,16 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return grad_h, grad_w, None, None, None
 
 
+def clip_in_optimizer(optimizer: torch.optim.Optimizer, params, max_norm: float | None) -> torch.Tensor:
+    """Gradient clipping for a fused AdamW: returns the gradients' total norm and has the optimizer divide
+    them by max(1, norm / max_norm) as its kernel reads them (`grad_scale`, the hook GradScaler uses),
+    so clipping costs no pass of its own over the gradients (clip_grad_norm_ makes one more)."""
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+    if max_norm:
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)
+    return norm
+
+
 def model_config(cfg: TrainConfig, n_vocab: int) -> GPTConfig:
     """The GPTConfig of a run: the preset, overridden by the sizes given; the vocabulary from the data."""
     m = cfg.model
@@ -426,6 +436,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
         self.device = d.device
+        if self.device.type == "cpu":
+            kernels.retain_freed_memory()  # a step's large buffers are reused, not faulted in afresh each step
         self.data = TokenDataset(cfg.data.dir)
         self.tok = self.data.tokenizer()
         self.config = model_config(cfg, self.data.n_vocab)
@@ -658,11 +670,7 @@ class Trainer:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             if self.fused_clip:
-                # the fused AdamW kernel divides the gradients by `grad_scale` as it reads them (the hook
-                # GradScaler uses), so clipping costs no pass of its own over the gradients
-                norm = torch.nn.utils.get_total_norm([p.grad for p in self.lm.parameters() if p.grad is not None], foreach=True)
-                if o.grad_clip:
-                    self.optimizer.grad_scale = torch.clamp((norm + 1e-6) / o.grad_clip, min=1.0)
+                norm = clip_in_optimizer(self.optimizer, self.lm.parameters(), o.grad_clip)
             else:
                 norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), o.grad_clip or math.inf)
             if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
@@ -852,12 +860,16 @@ class Trainer:
                     if self.step_count % cfg.log.interval == 0 or last:
                         self._log_train(window)
                         window = []
-                    if (cfg.eval.interval and self.step_count % cfg.eval.interval == 0) or last:
+                    evaluate = (cfg.eval.interval and self.step_count % cfg.eval.interval == 0) or last
+                    save = (cfg.checkpoint.interval and self.step_count % cfg.checkpoint.interval == 0) or last
+                    if evaluate:
                         self._eval_and_sample()
-                    if (cfg.checkpoint.interval and self.step_count % cfg.checkpoint.interval == 0) or last:
+                    if save:
                         path = self.save_checkpoint()
                         if path:
                             log.info("checkpoint: %s", path)
+                    if evaluate or save:
+                        kernels.trim_freed_memory()  # what that work freed goes back, not held by a fragmented heap
         except KeyboardInterrupt:
             found = checkpoint.latest(self.ckpt_dir) if self.d.is_main else None
             where = f"from {found.name}" if found else "from the beginning (no checkpoint yet)"

@@ -4,6 +4,9 @@ float64 SDPA, and a whole bfloat16 training step with them against the same step
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -301,3 +304,48 @@ def test_a_bfloat16_training_step_with_the_kernels_matches_pytorch_ops(no_kernel
     cosine = F.cosine_similarity(grad_k, grad_p, dim=0).item()
     assert cosine > 0.999, cosine
     assert (grad_k - grad_p).norm() < 0.03 * grad_p.norm()
+
+
+_STEPS_SCRIPT = """
+import resource, statistics, sys, torch
+from gpt2 import kernels
+from gpt2.model import GPT, GPTConfig
+from gpt2.train import LMLoss, clip_in_optimizer
+retained = sys.argv[1] == "retain" and kernels.retain_freed_memory()
+torch.manual_seed(0)
+model = LMLoss(GPT(GPTConfig(block_size=128, n_layer=1, n_head=2, n_embd=64, pad_vocab_to=64)))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+x = torch.randint(0, 50257, (4, 129))  # 512 rows of logits: a 51 MB gradient, past glibc's largest mmap threshold
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+faults, sizes = [], []
+for i in range(10):
+    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x[:, :-1], x[:, 1:])
+    loss.backward()
+    clip_in_optimizer(opt, model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+    sizes.append(rss())
+torch.empty(50_000_000).fill_(1)  # work of another shape, freed
+before = rss()
+kernels.trim_freed_memory()
+print(retained, statistics.median(faults[3:]), max(sizes[3:]) - min(sizes[3:]), before - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+def test_retain_freed_memory_reuses_a_steps_buffers_and_trim_gives_them_back():
+    runs = {}
+    for mode in ("glibc", "retain"):
+        out = subprocess.run([sys.executable, "-c", _STEPS_SCRIPT, mode], check=True, capture_output=True, text=True)
+        retained, faults, growth, trimmed = out.stdout.split()
+        runs[mode] = retained == "True", float(faults), int(growth), int(trimmed)
+    fresh_gradient_pages = 512 * 50304 * 2 / 4096
+    assert runs["glibc"][1] > fresh_gradient_pages  # glibc hands large blocks back: each step faults them in again
+    retained, faults, growth, trimmed = runs["retain"]
+    assert retained and faults < 0.02 * runs["glibc"][1]  # the same blocks are reused, step after step
+    assert growth < fresh_gradient_pages * 4096  # the heap may settle once, but does not grow a block each step
+    assert trimmed > 150e6  # trimming returns what was freed (the 200 MB buffer at least)
