@@ -47,7 +47,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import gpt2.model  # noqa: E402
 from gpt2 import kernels  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
-from gpt2.train import LMLoss, clip_in_optimizer, cpu_name, flops_per_token, measure_matmul_tflops, parameter_groups  # noqa: E402
+from gpt2.train import (  # noqa: E402
+    LMLoss,
+    clip_in_optimizer,
+    cpu_name,
+    flops_per_token,
+    measure_matmul_tflops,
+    parameter_groups,
+)
 
 
 def ours(seq: int, compile_: bool):
