@@ -52,8 +52,12 @@ SCRIPTS = st.sampled_from(
         "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
     ]
 )
+# Free text is drawn from characters assigned in Python's Unicode tables (14.0 in 3.11). Whether a newer one
+# is a letter depends on the engine's tables: to the regex module (Unicode 17) U+323B0 is a letter, to
+# tiktoken it is unassigned, so "\U000323b0's" splits differently (docs/tokenizer.md, "Unicode").
+ASSIGNED = st.characters(exclude_categories=("Cs", "Cn"))
 text_strategy = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), SCRIPTS.flatmap(lambda a: st.text(alphabet=a, max_size=12)), st.text(max_size=8)),
+    st.one_of(st.sampled_from(FRAGMENTS), SCRIPTS.flatmap(lambda a: st.text(alphabet=a, max_size=12)), st.text(ASSIGNED, max_size=8)),
     max_size=25,
 ).map("".join)
 
