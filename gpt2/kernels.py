@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 
 import torch
@@ -61,9 +62,10 @@ def retain_freed_memory() -> bool:
     a step on 2 cores (bench/RESULTS.md). With mmap off and a high trim
     threshold, freed blocks stay in the heap and the next step reuses them;
     the price is that the process keeps freed memory until `trim_freed_memory`.
-    Process-wide, once; False (nothing changed) off glibc.
+    Process-wide, once; False (nothing changed) off glibc or with
+    GPT2_KEEP_FREED_MEMORY=0 in the environment.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("GPT2_KEEP_FREED_MEMORY", "1") == "0":
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -4,6 +4,7 @@ float64 SDPA, and a whole bfloat16 training step with them against the same step
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -337,14 +338,15 @@ print(retained, statistics.median(faults[3:]), max(sizes[3:]) - min(sizes[3:]), 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
-def test_retain_freed_memory_reuses_a_steps_buffers_and_trim_gives_them_back():
+def test_retain_freed_memory_reuses_a_steps_buffers_trim_gives_them_back_and_the_environment_turns_it_off():
     runs = {}
-    for mode in ("glibc", "retain"):
-        out = subprocess.run([sys.executable, "-c", _STEPS_SCRIPT, mode], check=True, capture_output=True, text=True)
+    for mode, env in (("glibc", {}), ("retain", {}), ("retain", {"GPT2_KEEP_FREED_MEMORY": "0"})):
+        out = subprocess.run([sys.executable, "-c", _STEPS_SCRIPT, mode], check=True, capture_output=True, text=True, env=os.environ | env)
         retained, faults, growth, trimmed = out.stdout.split()
-        runs[mode] = retained == "True", float(faults), int(growth), int(trimmed)
+        runs[mode if not env else "switched off"] = retained == "True", float(faults), int(growth), int(trimmed)
     fresh_gradient_pages = 512 * 50304 * 2 / 4096
     assert runs["glibc"][1] > fresh_gradient_pages  # glibc hands large blocks back: each step faults them in again
+    assert not runs["switched off"][0] and runs["switched off"][1] > fresh_gradient_pages
     retained, faults, growth, trimmed = runs["retain"]
     assert retained and faults < 0.02 * runs["glibc"][1]  # the same blocks are reused, step after step
     assert growth < fresh_gradient_pages * 4096  # the heap may settle once, but does not grow a block each step
