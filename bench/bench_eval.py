@@ -13,7 +13,10 @@ Ours: `gpt2.evaluate` (`Scorer`: length-sorted batches, vocabulary projection
 only at scored positions). Peer: one `GPT2LMHeadModel` forward per passage /
 window, `log_softmax` over the full logits. The work is interleaved in
 chunks (ours on a chunk, then the peer on the same chunk) so that both see
-the same machine load, and every chunk's numbers are compared.
+the same machine load, and every chunk's numbers are compared. The process
+keeps freed memory for reuse, as `gpt2 eval` does on a CPU
+(kernels.retain_freed_memory); the setting is process-wide, so the peer runs
+with it too.
 
 CNN/Daily Mail (`--tasks cnndm`, not part of the default): the paper's
 summaries, each article with and without the "TL;DR:" hint, 100 tokens of
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gpt2 import kernels  # noqa: E402
 from gpt2.evaluate import cloze, detokenize  # noqa: E402
 from gpt2.evaluate.datasets import load_lambada, read_text  # noqa: E402
 from gpt2.evaluate.scoring import Scorer  # noqa: E402
@@ -379,11 +383,13 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown task(s) {', '.join(sorted(unknown))}: choose from lambada, wikitext2, cnndm, nq")
     torch.set_num_threads(args.threads)
+    retained = kernels.retain_freed_memory()  # what `gpt2 eval` does on a CPU; process-wide, so the peer runs with it too
 
     tok = Tokenizer.load(SHARED / "gpt2_bpe")
     hf, ours = models(args.seed)
     scorer = Scorer(ours, batch_tokens=args.batch_tokens, progress=False)
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; float32")
+    print(f"freed memory kept for reuse (kernels.retain_freed_memory), for both sides: {retained}")
     print("model: GPT-2 124M shape (12 layers, 768 wide, 50,257 tokens, context 1,024), random weights, identical on both sides")
     totals = []
     if "lambada" in tasks:

@@ -33,6 +33,7 @@ import torch
 
 import gpt2
 from gpt2 import config as C
+from gpt2 import kernels
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.datasets import SOURCES, Resolved, locate
 from gpt2.evaluate.scoring import Scorer
@@ -181,6 +182,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
             ctx.partial = partial
             output: TaskOutput = run(ctx)
             seconds = time.perf_counter() - t0
+            kernels.trim_freed_memory()  # the next task's batches have other shapes: start from a trimmed heap
             record = {
                 "task": name,
                 "title": task.title,
@@ -243,6 +245,9 @@ def eval_command(cfg: C.EvalConfig) -> dict:
         raise GPT2Error("this installation of gpt2 has no gpt2.weights.load_model to read model directories") from None
     from gpt2.distributed import resolve_device
 
-    model, own_tokenizer = load_model(cfg.model, device=resolve_device(cfg.device), dtype=_DTYPES[cfg.dtype])
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        kernels.retain_freed_memory()  # the logits' large buffers are reused, not faulted in afresh per batch
+    model, own_tokenizer = load_model(cfg.model, device=device, dtype=_DTYPES[cfg.dtype])
     tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else own_tokenizer or load_tokenizer("gpt2")
     return evaluate(model, tokenizer, cfg)
