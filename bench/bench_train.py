@@ -21,9 +21,13 @@ machine whose matmul throughput drifts), and at the end.
 
     python bench/bench_train.py                      # T=256 and 1024, B=4, bf16 and fp32
     python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 8 --compile
-    python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 10 --kernels-off
+    python bench/bench_train.py --seq 256 --dtypes bfloat16 --steps 10 --kernels-off --floor
 
-`--kernels-off` adds ours with the CPU kernels of gpt2/kernels.py switched
+`--floor` adds a contender that runs only the step's linear-layer matrix
+products (forward, input and weight gradients, on operands already in the
+step's dtype) and the fused AdamW update: the floor under any step built on
+PyTorch's products and optimizer, so its ratio to HF bounds what such a step
+can reach against HF, and its MFU the MFU it can reach. `--kernels-off` adds ours with the CPU kernels of gpt2/kernels.py switched
 off (PyTorch's GELU, cross-entropy ops and flash attention backward instead).
 """
 
@@ -128,6 +132,36 @@ def plain(seq: int):
     return model, opt, model
 
 
+def floor(seq: int, batch: int, dtype: torch.dtype, vocab: int = 50304, width: int = 768, layers: int = 12):
+    """A step that runs only the products of the model's linear layers, as autograd runs them, and the update.
+
+    For each linear layer (q/k/v, projection, the MLP's two, the output layer tied to the embedding) on batch x
+    seq tokens: the forward F.linear, the input gradient dy @ W and the weight gradient dy^T @ x, on operands
+    already in `dtype`; then the fused AdamW step over GPT-2 124M's parameters that every contender takes. No
+    attention, no element-wise work, no casts, no loss: what a step built on PyTorch's matrix products and
+    optimizer cannot go below, so its time bounds the speed any such step can reach (`--floor`).
+    """
+    g = torch.Generator().manual_seed(1)
+    shapes = [(3 * width, width), (width, width), (4 * width, width), (width, 4 * width)] * layers + [(vocab, width)]
+    operands = [
+        tuple(torch.randn(*shape, generator=g).to(dtype) for shape in ((batch * seq, n_in), (n_out, n_in), (batch * seq, n_out)))
+        for n_out, n_in in shapes
+    ]
+    model, opt, _ = ours(seq, False)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g).mul_(1e-3)
+
+    def step(inputs, targets):
+        for x, w, dy in operands:
+            F.linear(x, w)  # forward
+            dy @ w  # gradient of the input
+            dy.t() @ x  # gradient of the weight
+        opt.step()
+        return 0.0
+
+    return step
+
+
 @contextlib.contextmanager
 def pytorch_ops():
     """Our step with the kernels of gpt2/kernels.py switched off."""
@@ -167,6 +201,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps of each (after 2 warm-up steps)")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     ap.add_argument("--kernels-off", action="store_true", help="also time ours without the CPU kernels of gpt2/kernels.py")
+    ap.add_argument("--floor", action="store_true", help="also time the step's linear-layer products and AdamW update alone (a bound)")
     ap.add_argument("--glibc-heap", action="store_true", help="leave glibc's heap as it is (bench/bench_heap.py compares)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -194,6 +229,8 @@ def main() -> None:
                 name: make_step(*c, dtype, pytorch_ops if name == "ours-kernels" else contextlib.nullcontext, trainer_clip=name.startswith("ours"))
                 for name, c in contenders.items()
             }
+            if args.floor:
+                steps["floor"] = floor(seq, args.batch, dtype)
             g = torch.Generator().manual_seed(seq)
             x = torch.randint(0, 50257, (args.batch, seq + 1), generator=g)
             inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
@@ -236,6 +273,9 @@ def main() -> None:
             paired = {name: statistics.median(p / o for p, o in zip(times[name], times["ours"])) for name in times if name != "ours"}
             print("  paired (median over rounds of that round's step time / ours): "
                   + ", ".join(f"{name} {r:.2f}x" for name, r in paired.items()))
+            if "floor" in times:  # the most any step on these products and optimizer can reach against HF
+                bound = statistics.median(h / m for h, m in zip(times["HF"], times["floor"]))
+                print(f"  bound: HF's step / the floor (linear-layer products and AdamW alone), paired: {bound:.2f}x")
             del contenders, steps
     # the machine is shared: measure the peak again at the end and keep the better figure
     after = {d: measure_matmul_tflops(torch.device("cpu"), getattr(torch, d), seconds=3.0) for d in args.dtypes}

@@ -1,7 +1,8 @@
 /*
  * bfloat16 kernels for x86 CPUs with AVX512-BF16: for one-row decoding, matrix-vector products and the
- * attention of one query row over a KV cache; for training, GELU and its gradient and the cross-entropy of a
- * chunk of logits (gpt2/kernels.py says where they replace PyTorch ops, docs/training.md why).
+ * attention of one query row over a KV cache; for training, GELU and its gradient, the cross-entropy of a
+ * chunk of logits and causal attention's softmax gradient (gpt2/kernels.py says where they replace PyTorch
+ * ops, docs/training.md why).
  *
  * Generating one token for one sequence multiplies a single activation row by
  * every weight matrix of the model: the time is the time to read the weights
@@ -35,7 +36,12 @@
  *   cross_entropy(logits, targets, losses, rows, V, vocab, scale, threads)
  *     for each of `rows` rows of V logits (the first `vocab` real, targets int64): losses[r] = logsumexp - logit of
  *     the target (float32), and the row overwritten by scale * (softmax - one_hot(target)), 0 past `vocab`.
- *   The pool's threads sleep as soon as one of these two is done: PyTorch's next op wants the cores.
+ *   softmax_grad(scores, dweights, weights, dscores, rows, T, scale, threads)
+ *     causal attention's backward between its products: for (rows, T) float32 scores q.k (rows = heads * T,
+ *     query i of a head sees keys 0..i) and weight gradients dout.v, the weights P = softmax(scale * scores)
+ *     and the score gradients scale * P * (dweights - rowsum(P * dweights)), bfloat16, 0 above the diagonal;
+ *     the scores are overwritten.
+ *   The pool's threads sleep as soon as one of these is done: PyTorch's next op wants the cores.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -90,6 +96,11 @@ struct Job {
     /* cross-entropy rows: logits `out` (rows, n), k real columns */
     const int64_t *targets;
     float *losses;
+    /* causal softmax and its gradient: (rows, n) float32 scores `s` and weight gradients `dp`; bfloat16 weights
+       `out` and score gradients `ds` */
+    float *s;
+    const float *dp;
+    uint16_t *ds;
 };
 
 static uint16_t to_bf16(float f) {
@@ -506,6 +517,50 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void cros
     if (valid) x[target] = to_bf16(expf(xt - lse) * j->scale - j->scale);
 }
 
+/* Causal attention's softmax and its gradient for rows of a (heads * T, T) score matrix, float32 inside: row
+   r = h * T + i has scores s[r, j] = q_i . k_j (unscaled; only j <= i are seen) and weight gradients
+   dp[r, j] = dout_i . v_j. Writes the weights P = softmax(scale * s) and the score gradients
+   scale * P * (dp - sum_j P dp), both rounded once to bfloat16, with 0 above the diagonal; `s` is scratch. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void softmax_grad_task(const Job *j, long t) {
+    const long T = j->n, r0 = t * j->per_task, r1 = r0 + j->per_task < j->count ? r0 + j->per_task : j->count;
+    const __m512 sc = _mm512_set1_ps(j->scale);
+    for (long r = r0; r < r1; r++) {
+        float *s = j->s + r * T;
+        const float *dp = j->dp + r * T;
+        uint16_t *p_out = j->out + r * T, *ds_out = j->ds + r * T;
+        const long L = r % T + 1; /* positions this query sees */
+        __m512 top = _mm512_set1_ps(-INFINITY);
+        for (long i = 0; i < L; i += 16) {
+            __mmask16 m = LANES(L, i);
+            top = _mm512_mask_max_ps(top, m, top, _mm512_maskz_loadu_ps(m, s + i));
+        }
+        const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(top) * j->scale);
+        __m512 total = _mm512_setzero_ps();
+        for (long i = 0; i < L; i += 16) {
+            __mmask16 m = LANES(L, i);
+            __m512 e = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, s + i), sc, mv)));
+            _mm512_mask_storeu_ps(s + i, m, e);
+            total = _mm512_add_ps(total, e);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
+        __m512 dot = _mm512_setzero_ps();
+        for (long i = 0; i < L; i += 16) {
+            __mmask16 m = LANES(L, i);
+            __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv);
+            _mm512_mask_storeu_ps(s + i, m, p);
+            dot = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, dp + i), dot);
+        }
+        const __m512 dv = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+        for (long i = 0; i < T; i += 16) {
+            __mmask16 m = LANES(T, i), seen = LANES(L > i ? L : i, i);
+            __m512 p = _mm512_maskz_loadu_ps(seen, s + i);
+            __m512 g = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(seen, dp + i), dv)), sc);
+            STORE_BF16(p_out + i, m, p);
+            STORE_BF16(ds_out + i, m, g);
+        }
+    }
+}
+
 /* The weights of a GPT-2 model as a table of addresses (int64): a header, then 12 per block. */
 enum { H_EMBD, H_HEADS, H_LAYERS, H_VOCAB, H_WTE, H_WPE, H_LNF_W, H_LNF_B, H_HEADER };
 enum { B_LN1_W, B_LN1_B, B_ATTN_W, B_ATTN_B, B_PROJ_W, B_PROJ_B, B_LN2_W, B_LN2_B, B_FC_W, B_FC_B, B_PROJ2_W,
@@ -660,6 +715,28 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
 #endif
 }
 
+static PyObject *py_softmax_grad(PyObject *self, PyObject *args) {
+    unsigned long long scores, dweights, weights, dscores;
+    long rows, T;
+    float scale;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKKllfi", &scores, &dweights, &weights, &dscores, &rows, &T, &scale, &threads))
+        return NULL;
+#if HAVE_KERNEL
+    REFUSE_WITHOUT_AVX512_BF16();
+    if (T < 1 || rows % T) return PyErr_Format(PyExc_ValueError, "softmax_grad: need T >= 1 and rows a multiple of T");
+    if (rows <= 0) Py_RETURN_NONE;
+    const long per_task = 32; /* rows per task */
+    Job j = {.task = softmax_grad_task, .tasks = (rows + per_task - 1) / per_task, .count = rows, .per_task = per_task,
+             .n = T, .scale = scale, .s = (float *)scores, .dp = (const float *)dweights, .out = (uint16_t *)weights,
+             .ds = (uint16_t *)dscores};
+    run_alone(&j, threads, 0);
+    Py_RETURN_NONE;
+#else
+    COMPILED_WITHOUT_KERNEL();
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the AVX512-BF16 kernel."},
     {"gemv", py_gemv, METH_VARARGS,
@@ -674,10 +751,13 @@ static PyMethodDef methods[] = {
     {"cross_entropy", py_cross_entropy, METH_VARARGS,
      "cross_entropy(logits, targets, losses, rows, V, vocab, scale, threads): per-row loss (float32) and, in place, "
      "the bfloat16 gradient scale * (softmax - one_hot) of (rows, V) logits whose first vocab columns are real."},
+    {"softmax_grad", py_softmax_grad, METH_VARARGS,
+     "softmax_grad(scores, dweights, weights, dscores, rows, T, scale, threads): causal softmax weights and score "
+     "gradients (bfloat16) of (rows, T) float32 scores and weight gradients, rows = heads * T; scores is scratch."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemv", "bfloat16 CPU kernels: decoding, GELU and cross-entropy.",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemv", "bfloat16 CPU kernels: decoding, GELU, cross-entropy and attention's softmax gradient.",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__gemv(void) { return PyModule_Create(&module); }

@@ -14,9 +14,10 @@ docs/training.md, "Where a CPU step goes"):
   ~120 ms per 333 rows as PyTorch ops (a float32 copy, log-sum-exp, exp,
   subtractions), 11 ms as one kernel that reads each row twice and writes it
   once, in place;
-- causal attention up to 160 tokens (`causal_attention`): PyTorch's flash
+- causal attention up to 320 tokens (`causal_attention`): PyTorch's flash
   forward, then a backward that recomputes the weights with batched matrix
-  products instead of PyTorch's bfloat16 flash backward.
+  products, and the softmax and its gradient in one pass of a kernel, instead
+  of PyTorch's bfloat16 flash backward.
 
 Beside the kernels, `retain_freed_memory` and `trim_freed_memory` set how
 glibc's heap treats the large blocks a training step allocates and frees.
@@ -151,11 +152,11 @@ def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, vocab_size:
     return losses
 
 
-ATTENTION_CHUNK = 1 << 21  # attention scores per chunk of heads in `_CausalAttention.backward`: 4 MB in bfloat16
-# Up to this length the recomputing backward wins (B=4, 12 heads of 64, 2 cores, forward + backward: 2.1x at
-# 64 tokens, 1.6x at 128 and 160); from 192 on PyTorch's flash kernels are as fast or faster, since the scores
-# recomputed in float32 cost more as T grows.
-ATTENTION_MAX_T = 160
+ATTENTION_CHUNK = 1 << 21  # attention scores per chunk of heads in `_CausalAttention.backward`: 8 MB in float32
+# Up to this length the recomputing backward wins (B=4, 12 heads of 64, 2 cores, forward + backward, PyTorch's
+# time over ours, paired: 2.05x at 160 tokens, 1.3-1.5x at 256, 1.27x at 320, 1.02x at 384, 0.92x at 512); beyond
+# it PyTorch's flash kernels are as fast or faster, since the scores recomputed in float32 cost more as T grows.
+ATTENTION_MAX_T = 320
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -164,9 +165,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
 
     For bfloat16 on a CPU that trains on up to ATTENTION_MAX_T tokens, the forward pass is PyTorch's flash
     kernel and the backward pass recomputes the attention weights (scores and softmax in float32, as the
-    forward had them) a few heads at a time and differentiates through them with batched matrix products: at
-    4 x 128 tokens of GPT-2 124M, 17 ms per layer against 27 ms for PyTorch's bfloat16 flash kernels on a CPU
-    (forward and backward together). Elsewhere it is the PyTorch call.
+    forward had them) a few heads at a time and differentiates through them with batched matrix products,
+    the softmax and its gradient between them in one pass of a kernel (`_gemv.softmax_grad`; PyTorch's ops
+    where the extension is missing): at 4 x 256 tokens of GPT-2 124M, 18-21 ms per layer against 25 ms for
+    PyTorch's bfloat16 flash kernels on a CPU (forward and backward together). Elsewhere it is the PyTorch call.
     """
     cpu_bf16 = all(type(t) is torch.Tensor and t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in (q, k, v))
     same_shape = q.shape == k.shape == v.shape
@@ -191,15 +193,24 @@ class _CausalAttention(torch.autograd.Function):
         dq, dk, dv = (torch.empty(B * H, T, D, dtype=q.dtype) for _ in range(3))
         future = torch.ones(T, T, dtype=torch.bool).triu_(1)
         step = max(1, ATTENTION_CHUNK // (T * T))
+        fused = available()
         for i in range(0, B * H, step):
             s = slice(i, i + step)
             # the scores and the softmax in float32, as the flash forward computed them: rounding large scores
             # to bfloat16 first would give weights that differ from the forward's
             scores = torch.bmm(q[s].float(), k[s].float().transpose(1, 2))
-            weights = torch.softmax(scores.mul_(scale).masked_fill_(future, -torch.inf), dim=-1)
             dweights = torch.bmm(dout[s].float(), v[s].float().transpose(1, 2))
-            dscores = torch._softmax_backward_data(dweights, weights, -1, torch.float32).to(q.dtype)
-            torch.bmm(weights.to(q.dtype).transpose(1, 2), dout[s], out=dv[s])
-            torch.bmm(dscores, k[s], out=dq[s]).mul_(scale)
-            torch.bmm(dscores.transpose(1, 2), q[s], out=dk[s]).mul_(scale)
+            if fused:  # the softmax, its gradient and both roundings in one pass over the lower triangle
+                from gpt2 import _gemv
+
+                weights, dscores = torch.empty_like(scores, dtype=q.dtype), torch.empty_like(scores, dtype=q.dtype)
+                ptrs = (t.data_ptr() for t in (scores, dweights, weights, dscores))
+                _gemv.softmax_grad(*ptrs, scores.shape[0] * T, T, scale, torch.get_num_threads())  # scale included
+            else:
+                weights = torch.softmax(scores.mul_(scale).masked_fill_(future, -torch.inf), dim=-1)
+                dscores = torch._softmax_backward_data(dweights, weights, -1, torch.float32).mul_(scale).to(q.dtype)
+                weights = weights.to(q.dtype)
+            torch.bmm(weights.transpose(1, 2), dout[s], out=dv[s])
+            torch.bmm(dscores, k[s], out=dq[s])
+            torch.bmm(dscores.transpose(1, 2), q[s], out=dk[s])
         return dq.view(B, H, T, D), dk.view(B, H, T, D), dv.view(B, H, T, D)

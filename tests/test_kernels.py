@@ -238,12 +238,16 @@ def test_lm_loss_with_the_kernel_matches_the_pytorch_ops(no_kernels):
         torch.testing.assert_close(a.float(), b.float(), rtol=0.02, atol=1e-4)
 
 
-@pytest.mark.parametrize("T, size, chunk", [(2, 1, None), (17, 1, None), (160, 1, None), (160, 3, 2 * 160 * 160), (64, 3, 4 * 64 * 64)])
-def test_recomputing_attention_backward_against_float64(T, size, chunk, monkeypatch):
+@pytest.mark.parametrize("fused", [True, False], ids=["softmax-kernel", "pytorch-softmax"])
+@pytest.mark.parametrize("T, size, chunk", [(2, 1, None), (17, 1, None), (160, 1, None), (160, 3, 2 * 160 * 160), (64, 3, 4 * 64 * 64), (256, 3, None)])
+def test_recomputing_attention_backward_against_float64(T, size, chunk, fused, monkeypatch):
     """`size` scales q and k: at 3, scores reach ~50, where rounding them to bfloat16 before the softmax would
-    show; `chunk` splits the 6 heads into chunks of 2 or 4 (a remainder of 2)."""
+    show; `chunk` splits the 6 heads into chunks of 2 or 4 (a remainder of 2). `fused`: the softmax and its
+    gradient by the kernel or by PyTorch's ops (where the extension is missing)."""
     if chunk:
         monkeypatch.setattr(kernels, "ATTENTION_CHUNK", chunk)
+    if not fused:
+        monkeypatch.setattr(kernels, "available", lambda: False)
     torch.manual_seed(3)
     B, H, D = 2, 3, 64
     q, k, v = (torch.randn(B, T, H, D).bfloat16().transpose(1, 2) for _ in range(3))  # as the model has them
