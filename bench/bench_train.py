@@ -137,9 +137,10 @@ def floor(seq: int, batch: int, dtype: torch.dtype, vocab: int = 50304, width: i
 
     For each linear layer (q/k/v, projection, the MLP's two, the output layer tied to the embedding) on batch x
     seq tokens: the forward F.linear, the input gradient dy @ W and the weight gradient dy^T @ x, on operands
-    already in `dtype`; then the fused AdamW step over GPT-2 124M's parameters that every contender takes. No
-    attention, no element-wise work, no casts, no loss: what a step built on PyTorch's matrix products and
-    optimizer cannot go below, so its time bounds the speed any such step can reach (`--floor`).
+    already in `dtype`; then the fused AdamW step over GPT-2 124M's parameters. Every contender makes these
+    products (HF's Conv1D layers with the weights stored transposed) and this update. No attention, no
+    element-wise work, no casts, no loss: what a step built on PyTorch's matrix products and optimizer cannot
+    go below, so its time bounds the speed any such step can reach (`--floor`).
     """
     g = torch.Generator().manual_seed(1)
     shapes = [(3 * width, width), (width, width), (4 * width, width), (width, 4 * width)] * layers + [(vocab, width)]
