@@ -27,8 +27,9 @@ machine whose matmul throughput drifts), and at the end.
 products (forward, input and weight gradients, on operands already in the
 step's dtype) and the fused AdamW update: the floor under any step built on
 PyTorch's products and optimizer, so its ratio to HF bounds what such a step
-can reach against HF, and its MFU the MFU it can reach. `--kernels-off` adds ours with the CPU kernels of gpt2/kernels.py switched
-off (PyTorch's GELU, cross-entropy ops and flash attention backward instead).
+can reach against HF, and its MFU the MFU it can reach. `--kernels-off` adds
+ours with the CPU kernels of gpt2/kernels.py switched off (PyTorch's GELU,
+cross-entropy ops and flash attention backward instead).
 """
 
 from __future__ import annotations

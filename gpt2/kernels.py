@@ -154,8 +154,9 @@ def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, vocab_size:
 
 ATTENTION_CHUNK = 1 << 21  # attention scores per chunk of heads in `_CausalAttention.backward`: 8 MB in float32
 # Up to this length the recomputing backward wins (B=4, 12 heads of 64, 2 cores, forward + backward, PyTorch's
-# time over ours, paired: 2.05x at 160 tokens, 1.3-1.5x at 256, 1.27x at 320, 1.02x at 384, 0.92x at 512); beyond
-# it PyTorch's flash kernels are as fast or faster, since the scores recomputed in float32 cost more as T grows.
+# time over ours, paired: 1.8-2.0x at 160 tokens, 1.05-1.5x at 256, 1.10-1.27x at 320, 1.02-1.06x at 384,
+# 0.92-1.06x at 512; bench/bench_attention.py); beyond it the two are even, since the scores recomputed in float32
+# cost more as T grows.
 ATTENTION_MAX_T = 320
 
 
@@ -191,9 +192,9 @@ class _CausalAttention(torch.autograd.Function):
         scale = D**-0.5
         q, k, v, dout = (t.reshape(B * H, T, D) for t in (q, k, v, dout.to(q.dtype)))
         dq, dk, dv = (torch.empty(B * H, T, D, dtype=q.dtype) for _ in range(3))
-        future = torch.ones(T, T, dtype=torch.bool).triu_(1)
         step = max(1, ATTENTION_CHUNK // (T * T))
         fused = available()
+        future = None if fused else torch.ones(T, T, dtype=torch.bool).triu_(1)
         for i in range(0, B * H, step):
             s = slice(i, i + step)
             # the scores and the softmax in float32, as the flash forward computed them: rounding large scores
