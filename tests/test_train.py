@@ -148,6 +148,48 @@ def test_lm_loss_in_bfloat16_stays_close_to_float32():
     assert abs(loss.item() - ref_bf16.item()) < 0.01
 
 
+def test_chunks_of_the_loss_are_multiples_of_64_rows_and_no_more_than_the_plain_split():
+    for n in (1, 5, 63, 64, 65, 300, 1024, 4097, 8192):
+        for vocab in (1000, 50257, 50304):
+            rows, cap = train_mod.chunk_rows(n, vocab), max(1, train_mod.CHUNK_ELEMENTS // vocab)
+            assert rows % 64 == 0 or rows == min(n, cap) <= 64
+            assert rows < min(n, cap) + 64
+            assert -(-n // rows) <= -(-n // min(n, cap))
+    assert train_mod.chunk_rows(1024, 50304) == 256  # 4 x 256 rows, where the plain quotient made 333 + 333 + 333 + 25
+
+
+def test_gradient_norm_against_float64_and_clipping_inside_adamw_equals_clip_grad_norm():
+    torch.manual_seed(0)
+    shapes = [(3000, 700), (768,), (5, 7), (1,)]
+    grads = [torch.randn(s) * scale for s, scale in zip(shapes, (1e-3, 10.0, 1.0, 3.0))]
+    want = torch.sqrt(sum(g.double().square().sum() for g in grads))
+    norm = train_mod.grad_norm(grads)
+    assert norm.dtype == torch.float32 and abs(norm.item() / want.item() - 1) < 1e-6
+    # non-contiguous and bfloat16 gradients take torch's norms
+    assert abs(train_mod.grad_norm([g.t() if g.dim() == 2 else g for g in grads]).item() / want.item() - 1) < 1e-4
+    assert abs(train_mod.grad_norm([g.bfloat16() for g in grads]).item() / want.item() - 1) < 1e-2
+
+    gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=300))
+    x = torch.randint(0, 300, (2, 17))
+    weights = []
+    for clip in ("in the optimizer", "clip_grad_norm_", "none"):
+        model = LMLoss(copy.deepcopy(gpt))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        for _ in range(3):
+            model(x[:, :-1], x[:, 1:]).mul(100).backward()  # gradients well above the clipping norm
+            if clip == "in the optimizer":
+                norm = train_mod.clip_in_optimizer(opt, model.parameters(), 0.5)
+                assert norm > 5
+            elif clip == "clip_grad_norm_":
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        weights.append(dict(model.named_parameters()))
+    assert_same_weights(weights[0], weights[1], 1e-6)
+    with pytest.raises(AssertionError):  # Adam undoes a constant scale, not one that changes from step to step
+        assert_same_weights(weights[0], weights[2], 1e-6)
+
+
 def test_weight_decay_only_on_linear_matrices():
     gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=100))
     decay, no_decay = parameter_groups(gpt, 0.1)
