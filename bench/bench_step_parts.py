@@ -1,19 +1,18 @@
-"""Parts of our bfloat16 CPU training step, each against what it replaced, alone and in a whole step.
+"""Parts of our bfloat16 CPU training step, each against what it replaced, in a whole step.
 
-- The forward products of one layer's four linear layers (4 x 256 rows, GPT-2
-  124M): PyTorch's `x @ W^T + b` against `W @ x^T + b` transposed back by
-  `_gemv.transpose` (gpt2.kernels.linear), and the transposed product alone.
-- A whole training step (bench_train.ours, as `gpt2 train` runs it) with and
-  without each part, step by step alternating:
-  - `linear`: the transposed forward products (gpt2.kernels.linear) against F.linear;
-  - `chunks`: the loss in chunks of a multiple of 64 rows (gpt2.train.chunk_rows)
-    against the plain quotient (333 rows at GPT-2's vocabulary);
-  - `norm`: the gradient norm from BLAS dot products (gpt2.train.grad_norm)
-    against torch's get_total_norm.
+A whole training step of GPT-2 124M (bench_train.ours, as `gpt2 train` runs
+it) with and without each part, step by step alternating, so that each pair
+sees the same machine load:
+
+- `chunks`: the loss in chunks of a multiple of 64 rows (gpt2.train.chunk_rows)
+  against the plain quotient (333 rows at GPT-2's vocabulary);
+- `norm`: the gradient norm from BLAS dot products (gpt2.train.grad_norm)
+  against torch's get_total_norm; and the two norms alone, on GPT-2 124M-shaped
+  gradients.
 
 Each figure is the median over pairs of the pair's time ratio (without / with).
 
-    python bench/bench_step_parts.py --pairs 20 --step-pairs 16
+    python bench/bench_step_parts.py --step-pairs 24
 """
 
 from __future__ import annotations
@@ -28,14 +27,14 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import gpt2.train  # noqa: E402
 from bench_attention import paired  # noqa: E402
+
+import gpt2.train  # noqa: E402
 from gpt2 import kernels  # noqa: E402
 from gpt2.train import cpu_name  # noqa: E402
 
 # what each part replaced: (module, attribute, the old value)
 PARTS = {
-    "linear": (kernels, "TRANSPOSED_MAX_OUT", 0),
     "chunks": (gpt2.train, "chunk_rows", lambda n, vocab: max(1, gpt2.train.CHUNK_ELEMENTS // vocab)),
     "norm": (gpt2.train, "grad_norm", lambda grads: torch.nn.utils.get_total_norm(grads, foreach=True)),
 }
@@ -52,29 +51,14 @@ def without(part: str):
         setattr(module, name, new)
 
 
-def layer_products(rows: int, pairs: int) -> None:
-    from gpt2 import _gemv
+def norms(pairs: int) -> None:
+    from gpt2.model import GPT, GPTConfig
 
     g = torch.Generator().manual_seed(0)
-    layers = []
-    for out, inp in ((2304, 768), (768, 768), (3072, 768), (768, 3072)):  # q/k/v, projection, MLP in and out
-        x, w, b = (torch.randn(*s, generator=g).bfloat16() for s in ((rows, inp), (out, inp), (out,)))
-        layers.append((x, w, b, torch.empty(rows, out, dtype=torch.bfloat16)))
-
-    def plain():
-        for x, w, b, _ in layers:
-            torch.addmm(b, x, w.t())
-
-    def transposed(back=True):
-        for x, w, b, y in layers:
-            yt = torch.addmm(b.unsqueeze(1), w, x.t())
-            if back:
-                _gemv.transpose(y.data_ptr(), yt.data_ptr(), yt.shape[0], yt.shape[1], torch.get_num_threads())
-
-    ours, theirs, ratio = paired(transposed, plain, pairs)
-    alone, _, ratio_alone = paired(lambda: transposed(False), plain, pairs)
-    print(f"one layer's forward products, {rows} rows: x W^T + b {1e3 * theirs:.1f} ms; W x^T + b transposed back "
-          f"{1e3 * ours:.1f} ms, paired {ratio:.2f}x; W x^T + b alone {1e3 * alone:.1f} ms, paired {ratio_alone:.2f}x")
+    grads = [torch.randn(p.shape, generator=g) * 1e-3 for p in GPT(GPTConfig(pad_vocab_to=64)).parameters()]
+    ours, theirs, ratio = paired(lambda: gpt2.train.grad_norm(grads), lambda: PARTS["norm"][2](grads), pairs)
+    print(f"gradient norm of GPT-2 124M-shaped gradients: dot products {1e3 * ours:.1f} ms, "
+          f"get_total_norm {1e3 * theirs:.1f} ms, paired {ratio:.2f}x")
 
 
 def whole_step(part: str, seq: int, batch: int, pairs: int) -> None:
@@ -95,8 +79,7 @@ def whole_step(part: str, seq: int, batch: int, pairs: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=1024)
-    ap.add_argument("--pairs", type=int, default=20, help="pairs of one layer's forward products")
+    ap.add_argument("--pairs", type=int, default=20, help="pairs of gradient norms alone")
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--step-pairs", type=int, default=16, help="pairs of whole training steps per part (0: none)")
@@ -104,7 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     kernels.retain_freed_memory()  # as gpt2 train does
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads; torch {torch.__version__}")
-    layer_products(args.rows, args.pairs)
+    norms(args.pairs)
     if args.step_pairs:
         print(f"whole step at {args.batch} x {args.seq}, GPT-2 124M, each part against what it replaced:")
         for part in args.parts:

@@ -1,8 +1,8 @@
 /*
  * bfloat16 kernels for x86 CPUs with AVX512-BF16: for one-row decoding, matrix-vector products and the
  * attention of one query row over a KV cache; for training, GELU and its gradient, the cross-entropy of a
- * chunk of logits, causal attention's softmax gradient and a transpose (gpt2/kernels.py says where they
- * replace PyTorch ops, docs/training.md why).
+ * chunk of logits and causal attention's softmax gradient (gpt2/kernels.py says where they replace PyTorch
+ * ops, docs/training.md why).
  *
  * Generating one token for one sequence multiplies a single activation row by
  * every weight matrix of the model: the time is the time to read the weights
@@ -41,9 +41,6 @@
  *     query i of a head sees keys 0..i) and weight gradients dout.v, the weights P = softmax(scale * scores)
  *     and the score gradients scale * P * (dweights - rowsum(P * dweights)), bfloat16, 0 above the diagonal;
  *     the scores are overwritten.
- *   transpose(dst, src, rows, cols, threads)
- *     dst (cols, rows) = src (rows, cols) transposed, 16-bit values (a linear layer's forward product made
- *     as W x^T, turned back into rows).
  *   The pool's threads sleep as soon as one of these is done: PyTorch's next op wants the cores.
  */
 
@@ -740,76 +737,6 @@ static PyObject *py_softmax_grad(PyObject *self, PyObject *args) {
 #endif
 }
 
-/* dst (cols, rows) = src (rows, cols) transposed, 16-bit values. A tile of 32 rows x 16 columns becomes 16
-   registers of row pairs, (src[2i][c], src[2i + 1][c]) as 32-bit words, whose 16 x 16 transpose (of 32-bit
-   words) holds in register c the 32 values of column c in row order: one row of dst. Task t takes 64 columns,
-   32 rows at a time; the edges of a shape that is not a multiple of the tile go value by value. */
-__attribute__((target("avx512f,avx512bw"))) static void transpose_task(const Job *j, long t) {
-    const long rows = j->count, cols = j->n, c0 = t * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
-    const uint16_t *src = j->b;
-    uint16_t *dst = j->out;
-    const long rows32 = rows & ~31L, c16 = c0 + ((c1 - c0) & ~15L);
-    /* a result larger than L2 goes around the caches (whole lines, not read first); a smaller one stays for the next op */
-    const int aligned = ((uintptr_t)dst % 64 == 0) && rows % 32 == 0 && rows * cols >= (1L << 20);
-    for (long r0 = 0; r0 < rows32; r0 += 32)
-        for (long c = c0; c < c16; c += 16) {
-            __m512i z[16], a[16], b[16];
-            for (int i = 0; i < 16; i++) {
-                const uint16_t *p = src + (r0 + 2 * i) * cols + c;
-                __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-                __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + cols)));
-                z[i] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
-            }
-            for (int k = 0; k < 8; k++) {
-                a[2 * k] = _mm512_unpacklo_epi32(z[2 * k], z[2 * k + 1]);
-                a[2 * k + 1] = _mm512_unpackhi_epi32(z[2 * k], z[2 * k + 1]);
-            }
-            for (int k = 0; k < 4; k++) {
-                b[4 * k] = _mm512_unpacklo_epi64(a[4 * k], a[4 * k + 2]);
-                b[4 * k + 1] = _mm512_unpackhi_epi64(a[4 * k], a[4 * k + 2]);
-                b[4 * k + 2] = _mm512_unpacklo_epi64(a[4 * k + 1], a[4 * k + 3]);
-                b[4 * k + 3] = _mm512_unpackhi_epi64(a[4 * k + 1], a[4 * k + 3]);
-            }
-            /* b[4k + m] holds, in its 128-bit lane L, column 4L + m of rows 4k .. 4k + 3 (as row pairs) */
-            for (int m = 0; m < 4; m++) {
-                __m512i e1 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0x88), e2 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0xDD);
-                __m512i f1 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0x88), f2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0xDD);
-                uint16_t *q = dst + (c + m) * rows + r0;
-                if (aligned) {
-                    _mm512_stream_si512((__m512i *)q, _mm512_shuffle_i32x4(e1, f1, 0x88));
-                    _mm512_stream_si512((__m512i *)(q + 4 * rows), _mm512_shuffle_i32x4(e2, f2, 0x88));
-                    _mm512_stream_si512((__m512i *)(q + 8 * rows), _mm512_shuffle_i32x4(e1, f1, 0xDD));
-                    _mm512_stream_si512((__m512i *)(q + 12 * rows), _mm512_shuffle_i32x4(e2, f2, 0xDD));
-                } else {
-                    _mm512_storeu_si512(q, _mm512_shuffle_i32x4(e1, f1, 0x88));
-                    _mm512_storeu_si512(q + 4 * rows, _mm512_shuffle_i32x4(e2, f2, 0x88));
-                    _mm512_storeu_si512(q + 8 * rows, _mm512_shuffle_i32x4(e1, f1, 0xDD));
-                    _mm512_storeu_si512(q + 12 * rows, _mm512_shuffle_i32x4(e2, f2, 0xDD));
-                }
-            }
-        }
-    for (long c = c0; c < c1; c++) /* the edges: rows past the last 32, columns past the last 16 */
-        for (long r = c < c16 ? rows32 : 0; r < rows; r++) dst[c * rows + r] = src[r * cols + c];
-    if (aligned) _mm_sfence();
-}
-
-static PyObject *py_transpose(PyObject *self, PyObject *args) {
-    unsigned long long dst, src;
-    long rows, cols;
-    int threads;
-    if (!PyArg_ParseTuple(args, "KKlli", &dst, &src, &rows, &cols, &threads)) return NULL;
-#if HAVE_KERNEL
-    REFUSE_WITHOUT_AVX512_BF16();
-    if (rows <= 0 || cols <= 0) Py_RETURN_NONE;
-    Job j = {.task = transpose_task, .tasks = (cols + 63) / 64, .count = rows, .n = cols, .out = (uint16_t *)dst,
-             .b = (const uint16_t *)src};
-    run_alone(&j, threads, 0);
-    Py_RETURN_NONE;
-#else
-    COMPILED_WITHOUT_KERNEL();
-#endif
-}
-
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the AVX512-BF16 kernel."},
     {"gemv", py_gemv, METH_VARARGS,
@@ -827,8 +754,6 @@ static PyMethodDef methods[] = {
     {"softmax_grad", py_softmax_grad, METH_VARARGS,
      "softmax_grad(scores, dweights, weights, dscores, rows, T, scale, threads): causal softmax weights and score "
      "gradients (bfloat16) of (rows, T) float32 scores and weight gradients, rows = heads * T; scores is scratch."},
-    {"transpose", py_transpose, METH_VARARGS,
-     "transpose(dst, src, rows, cols, threads): dst (cols, rows) = src (rows, cols) transposed, 16-bit values."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,10 +17,7 @@ docs/training.md, "Where a CPU step goes"):
 - causal attention up to 320 tokens (`causal_attention`): PyTorch's flash
   forward, then a backward that recomputes the weights with batched matrix
   products, and the softmax and its gradient in one pass of a kernel, instead
-  of PyTorch's bfloat16 flash backward;
-- the forward product of a linear layer (`linear`): made as W x^T, which
-  oneDNN runs faster on these shapes than x W^T, and transposed back by a
-  kernel.
+  of PyTorch's bfloat16 flash backward.
 
 Beside the kernels, `retain_freed_memory` and `trim_freed_memory` set how
 glibc's heap treats the large blocks a training step allocates and frees.
@@ -218,62 +215,3 @@ class _CausalAttention(torch.autograd.Function):
             torch.bmm(dscores, k[s], out=dq[s])
             torch.bmm(dscores.transpose(1, 2), q[s], out=dk[s])
         return dq.view(B, H, T, D), dk.view(B, H, T, D), dv.view(B, H, T, D)
-
-
-# Linear layers whose forward product runs transposed (see `linear`): those with at most this many outputs
-# (all of them; bench/bench_step_parts.py sets 0 to time the step without it).
-TRANSPOSED_MAX_OUT = 1 << 30
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`, with the forward product of bfloat16 training on a CPU made transposed.
-
-    On a CPU with AMX, oneDNN makes the product of (rows, in) activations and an (out, in) weight faster as
-    W x^T + b than as x W^T + b on GPT-2's shapes: 1.5x for one GPT-2 124M layer's four forward products
-    at 1,024 rows, paired (bench/bench_step_parts.py). The (out, rows) result is transposed back by a kernel
-    (`_gemv.transpose`), which leaves 1.03-1.32x of it per layer and 1.00-1.06x of a whole step. The
-    backward products are PyTorch's own (the input gradient dy W, the weight gradient dy^T x), which ran
-    no faster transposed, so the gradients are exactly F.linear's; the output may differ from F.linear's
-    by a rounding (float32 sums in another order). It applies where autograd records the product on plain
-    CPU tensors computed in bfloat16 (autocast, or bfloat16 weights), at least 64 rows and at most
-    TRANSPOSED_MAX_OUT outputs; elsewhere, and where the kernels are off, it is F.linear.
-    """
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    tensors = (x, weight) if bias is None else (x, weight, bias)
-    if (
-        dtype != torch.bfloat16
-        or not torch.is_grad_enabled()
-        or not any(t.requires_grad for t in tensors)
-        or x.numel() < 64 * x.shape[-1]
-        or weight.shape[0] > TRANSPOSED_MAX_OUT
-        or any(type(t) is not torch.Tensor or t.device.type != "cpu" for t in tensors)
-        or not _use_kernel(x, (x.dtype,))
-    ):
-        return F.linear(x, weight, bias)
-    with torch.autocast("cpu", enabled=False):
-        cast = [t.to(dtype) for t in tensors]
-        return _TransposedLinear.apply(*cast) if bias is not None else _TransposedLinear.apply(*cast, None)
-
-
-class _TransposedLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, b):
-        from gpt2 import _gemv
-
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()
-        yt = torch.mm(w, x2.t()) if b is None else torch.addmm(b.unsqueeze(1), w, x2.t())  # (out, rows)
-        y = torch.empty(x2.shape[0], w.shape[0], dtype=x.dtype)
-        _gemv.transpose(y.data_ptr(), yt.data_ptr(), yt.shape[0], yt.shape[1], torch.get_num_threads())
-        ctx.save_for_backward(x2, w)
-        ctx.has_bias = b is not None
-        return y.view(*x.shape[:-1], w.shape[0])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        x2, w = ctx.saved_tensors
-        dy2 = dy.reshape(-1, w.shape[0]).to(x2.dtype)
-        dx = (dy2 @ w).view(*dy.shape[:-1], w.shape[1]) if ctx.needs_input_grad[0] else None
-        dw = dy2.t() @ x2 if ctx.needs_input_grad[1] else None
-        db = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.errors import ConfigError
-from gpt2.kernels import causal_attention, gelu_tanh, linear
+from gpt2.kernels import causal_attention, gelu_tanh
 
 # The paper's four sizes (Table 2; head counts from the released checkpoints) and GPT-1.
 PRESETS: dict[str, dict] = {
@@ -137,7 +137,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = linear(x, self.c_attn.weight, self.c_attn.bias).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -149,7 +149,7 @@ class CausalSelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None and T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
-        return self.resid_dropout(linear(y, self.c_proj.weight, self.c_proj.bias))
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -161,8 +161,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GPT-2 used the tanh approximation of GELU (Hendrycks & Gimpel 2016)
-        h = gelu_tanh(linear(x, self.c_fc.weight, self.c_fc.bias))
-        return self.dropout(linear(h, self.c_proj.weight, self.c_proj.bias))
+        return self.dropout(self.c_proj(gelu_tanh(self.c_fc(x))))
 
 
 class Block(nn.Module):

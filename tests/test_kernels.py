@@ -238,61 +238,6 @@ def test_lm_loss_with_the_kernel_matches_the_pytorch_ops(no_kernels):
         torch.testing.assert_close(a.float(), b.float(), rtol=0.02, atol=1e-4)
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 1), (31, 15), (32, 16), (33, 17), (64, 80), (1024, 2304), (100, 3000)])
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_transpose_kernel_moves_every_value_to_its_place(rows, cols, threads):
-    from gpt2 import _gemv
-
-    src = torch.arange(rows * cols, dtype=torch.int32).view(rows, cols).to(torch.int16)  # every value distinct mod 2^16
-    dst = torch.full((cols + 1, rows), 7, dtype=torch.int16)  # a row more than it needs: must stay untouched
-    _gemv.transpose(dst.data_ptr(), src.data_ptr(), rows, cols, threads)
-    assert torch.equal(dst[:cols], src.t()) and bool((dst[cols] == 7).all())
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape, out", [((4, 256, 768), 2304), ((1024, 3072), 768), ((3, 50, 64), 80)])
-def test_transposed_linear_against_float64_with_pytorchs_gradients(shape, out, bias):
-    torch.manual_seed(0)
-    x = torch.randn(*shape, requires_grad=True)
-    w = (torch.randn(out, shape[-1]) * shape[-1] ** -0.5).requires_grad_()
-    b = torch.randn(out, requires_grad=True) if bias else None
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = kernels.linear(x, w, b)
-        ref = F.linear(x, w, b)
-    assert "TransposedLinear" in type(y.grad_fn).__name__ and y.dtype == torch.bfloat16 and y.shape == ref.shape
-    xb, wb = x.detach().bfloat16().double(), w.detach().bfloat16().double()
-    want = xb @ wb.t() + (b.detach().bfloat16().double() if bias else 0)
-    # float32 sums, rounded once: within a rounding of the exact value, up to float32 error on the magnitudes
-    close_to_rounded(y.detach(), want, tiny=1e-5 * (xb.abs() @ wb.abs().t()).max().item())
-    dy = torch.randn(ref.shape).bfloat16()
-    params = [x, w] + ([b] if bias else [])
-    got, expected = torch.autograd.grad(y, params, dy), torch.autograd.grad(ref, params, dy)
-    for g, e in zip(got, expected):  # the same products as F.linear's backward
-        assert g.dtype == e.dtype == torch.float32 and torch.equal(g, e)
-
-
-def test_linear_is_f_linear_where_the_transposed_product_does_not_apply(monkeypatch):
-    torch.manual_seed(0)
-    x, w, b = torch.randn(256, 32), torch.randn(48, 32, requires_grad=True), torch.randn(48)
-
-    def kind(x, w, b, autocast=True):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            y = kernels.linear(x, w, b)
-            if y.grad_fn is None or "TransposedLinear" not in type(y.grad_fn).__name__:
-                assert torch.equal(y, F.linear(x, w, b))
-        return type(y.grad_fn).__name__ if y.grad_fn is not None else None
-
-    assert "TransposedLinear" in kind(x, w, b)
-    assert "TransposedLinear" in kind(x.bfloat16(), w.detach().bfloat16().requires_grad_(), b.bfloat16(), autocast=False)
-    assert kind(x, w, b, autocast=False) == "AddmmBackward0"  # float32
-    assert kind(x[:60], w, b) == "AddmmBackward0"  # too few rows
-    assert kind(x, w.detach(), b) is None  # nothing to differentiate
-    with torch.no_grad():
-        assert kind(x, w, b) is None
-    monkeypatch.setattr(kernels, "TRANSPOSED_MAX_OUT", 32)
-    assert kind(x, w, b) == "AddmmBackward0"
-
-
 @pytest.mark.parametrize("fused", [True, False], ids=["softmax-kernel", "pytorch-softmax"])
 @pytest.mark.parametrize("T, size, chunk", [(2, 1, None), (17, 1, None), (160, 1, None), (160, 3, 2 * 160 * 160), (64, 3, 4 * 64 * 64), (256, 3, None)])
 def test_recomputing_attention_backward_against_float64(T, size, chunk, fused, monkeypatch):
