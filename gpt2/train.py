@@ -211,7 +211,7 @@ def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of all the gradients together, as a float32 scalar.
 
     For plain float32 CPU tensors each one's sum of squares is a BLAS dot product, added up in float64:
-    on GPT-2 124M's gradients that took 35 ms against 61 ms for torch's norms (get_total_norm, which
+    on GPT-2 124M's gradients that took 29-34 ms against 57-65 ms for torch's norms (get_total_norm, which
     on a CPU runs one norm per tensor), and came closer to the float64 value (tests/test_train.py).
     Elsewhere (GPUs, DTensors under FSDP2, other dtypes) it is get_total_norm.
     """
