@@ -215,8 +215,11 @@ def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     on a CPU runs one norm per tensor), and came closer to the float64 value (tests/test_train.py).
     Elsewhere (GPUs, DTensors under FSDP2, other dtypes) it is get_total_norm.
     """
-    plain = (type(g) is torch.Tensor and g.device.type == "cpu" and g.layout == torch.strided for g in grads)
-    if grads and all(plain) and all(g.dtype == torch.float32 and g.is_contiguous() for g in grads):
+    dot_ready = (
+        type(g) is torch.Tensor and g.device.type == "cpu" and g.dtype == torch.float32 and g.layout == torch.strided and g.is_contiguous()
+        for g in grads
+    )
+    if grads and all(dot_ready):
         return torch.stack([torch.dot(g.view(-1), g.view(-1)) for g in grads]).double().sum().sqrt().float()
     return torch.nn.utils.get_total_norm(grads, foreach=True)
 
