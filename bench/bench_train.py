@@ -62,22 +62,22 @@ from gpt2.train import (  # noqa: E402
 )
 
 
-def ours(seq: int, compile_: bool):
+def ours(seq: int, compile_: bool, device: str = "cpu"):
     torch.manual_seed(0)
     config = GPTConfig(block_size=max(seq, 1024), pad_vocab_to=64)
-    model = LMLoss(GPT(config))
+    model = LMLoss(GPT(config)).to(device)
     opt = torch.optim.AdamW(parameter_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), fused=True)
     forward = torch.compile(model) if compile_ else model
     return model, opt, lambda x, y: forward(x, y)
 
 
-def huggingface(seq: int):
+def huggingface(seq: int, device: str = "cpu"):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     config = GPT2Config(n_positions=max(seq, 1024), n_embd=768, n_layer=12, n_head=12, vocab_size=50257)
     config._attn_implementation = "sdpa"
-    model = GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     return model, opt, lambda x, y: model(input_ids=x, labels=x).loss  # HF shifts the labels itself
@@ -115,16 +115,16 @@ class _PlainGPT(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx, targets):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
             x = block(x)
         logits = self.head(self.ln_f(x))
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
-def plain(seq: int):
+def plain(seq: int, device: str = "cpu"):
     torch.manual_seed(0)
-    model = _PlainGPT(max(seq, 1024))
+    model = _PlainGPT(max(seq, 1024)).to(device)
     groups = [
         {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
         {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
