@@ -176,8 +176,8 @@ def pytorch_ops():
         kernels._use_kernel, gpt2.model.causal_attention = use, attention
 
 
-def make_step(model, opt, loss_fn, dtype, context=contextlib.nullcontext, trainer_clip=False):
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+def make_step(model, opt, loss_fn, dtype, context=contextlib.nullcontext, trainer_clip=False, device="cpu"):
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     def step(x, y):
         with context():

@@ -38,10 +38,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_train import huggingface, ours, plain  # noqa: E402
+from bench_train import huggingface, make_step, ours, plain  # noqa: E402
 
 from gpt2.model import GPTConfig  # noqa: E402
-from gpt2.train import clip_in_optimizer, flops_per_token, measure_matmul_tflops, peak_tflops  # noqa: E402
+from gpt2.train import flops_per_token, measure_matmul_tflops, peak_tflops  # noqa: E402
 
 CONTENDERS = ("ours+compile", "ours", "HF", "HF+compile", "nanoGPT+compile")
 
@@ -94,22 +94,6 @@ def profile(step, inputs, targets, steps: int = 3) -> None:
         print(f"    {e.self_device_time_total / steps / 1e3:6.2f} ms  x{e.count // steps:<4d} {e.key[:110]}")
 
 
-def make_step(model, opt, loss_fn, trainer_clip: bool):
-    def step(x, y):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(x, y)
-        loss.backward()
-        if trainer_clip:
-            clip_in_optimizer(opt, model.parameters(), 1.0)
-        else:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
-
-    return step
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seq", type=int, default=1024)
@@ -147,7 +131,7 @@ def main() -> None:
     steps, compile_s = {}, {}
     for c in args.contenders:
         model, opt, loss_fn, clip = build(c, seq, device, args.mode)
-        steps[c] = make_step(model, opt, loss_fn, clip)
+        steps[c] = make_step(model, opt, loss_fn, torch.bfloat16, trainer_clip=clip, device=device)
         t = time.perf_counter()
         for _ in range(args.warmup):
             steps[c](inputs, targets)
