@@ -130,7 +130,8 @@ class _PackedLinears:
     Prepacking is what torch.compile's "freezing" does for CPU inference, without the compile time.
     The packed copies (as large as the weights) are kept with the model for the next call while its
     weights are unchanged. Results equal the plain path up to float rounding (bit-identical for oneDNN's
-    and addmv's 16-bit kernels; the AVX512-BF16 one rounds as they do but may sum in another order). Anywhere else (a GPU, a build without MKL / oneDNN) it does nothing.
+    and addmv's 16-bit kernels; the AVX512-BF16 one rounds as they do but may sum in another order). Anywhere else (a GPU, a build without MKL / oneDNN, 16-bit weights on a
+    CPU whose oneDNN has no 16-bit kernels, such as an AVX2-only one) it does nothing.
     """
 
     _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, forwards, kernel)
