@@ -62,12 +62,12 @@ from gpt2.train import (  # noqa: E402
 )
 
 
-def ours(seq: int, compile_: bool, device: str = "cpu"):
+def ours(seq: int, compile_: bool, device: str = "cpu", mode: str | None = None):
     torch.manual_seed(0)
     config = GPTConfig(block_size=max(seq, 1024), pad_vocab_to=64)
     model = LMLoss(GPT(config)).to(device)
     opt = torch.optim.AdamW(parameter_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), fused=True)
-    forward = torch.compile(model) if compile_ else model
+    forward = torch.compile(model, mode=mode) if compile_ else model
     return model, opt, lambda x, y: forward(x, y)
 
 

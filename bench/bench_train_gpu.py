@@ -50,9 +50,7 @@ def build(name: str, seq: int, device: str, mode: str | None = None):
     """(model, optimizer, loss function, whether the trainer's clipping applies) for one contender."""
     compile_ = name.endswith("+compile")
     if name.startswith("ours"):
-        model, opt, _ = ours(seq, False, device)
-        forward = torch.compile(model, mode=mode) if compile_ else model
-        return model, opt, lambda x, y: forward(x, y), True
+        return *ours(seq, compile_, device, mode), True
     if name.startswith("HF"):
         model, opt, _ = huggingface(seq, device)
         forward = torch.compile(model, mode=mode) if compile_ else model
@@ -128,7 +126,7 @@ def main() -> None:
     x = torch.randint(0, 50257, (batch, seq + 1), generator=g).to(device)
     inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
-    steps, compile_s = {}, {}
+    steps = {}
     for c in args.contenders:
         model, opt, loss_fn, clip = build(c, seq, device, args.mode)
         steps[c] = make_step(model, opt, loss_fn, torch.bfloat16, trainer_clip=clip, device=device)
@@ -136,8 +134,7 @@ def main() -> None:
         for _ in range(args.warmup):
             steps[c](inputs, targets)
         torch.cuda.synchronize()
-        compile_s[c] = time.perf_counter() - t
-        print(f"  {c}: warm-up ({args.warmup} steps, compilation included) {compile_s[c]:.1f} s", flush=True)
+        print(f"  {c}: warm-up ({args.warmup} steps, compilation included) {time.perf_counter() - t:.1f} s", flush=True)
 
     times: dict[str, list[float]] = {c: [] for c in steps}
     memory: dict[str, int] = {c: 0 for c in steps}
