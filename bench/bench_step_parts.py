@@ -1,4 +1,4 @@
-"""Parts of our bfloat16 CPU training step, each against what it replaced, in a whole step.
+"""Parts of our CPU training step, each against what it replaced, in a whole step.
 
 A whole training step of GPT-2 124M (bench_train.ours, as `gpt2 train` runs
 it) with and without each part, step by step alternating, so that each pair
@@ -6,6 +6,8 @@ sees the same machine load:
 
 - `chunks`: the loss in chunks of a multiple of 64 rows (gpt2.train.chunk_rows)
   against the plain quotient (333 rows at GPT-2's vocabulary);
+- `product`: the training logits made by one product (gpt2.train.logits_in_one_product, in float32 or
+  where the bfloat16 kernel is missing) against a product per chunk;
 - `norm`: the gradient norm from BLAS dot products (gpt2.train.grad_norm)
   against torch's get_total_norm; and the two norms alone, on GPT-2 124M-shaped
   gradients.
@@ -13,6 +15,7 @@ sees the same machine load:
 Each figure is the median over pairs of the pair's time ratio (without / with).
 
     python bench/bench_step_parts.py --step-pairs 24
+    python bench/bench_step_parts.py --dtype float32 --parts product --pairs 0
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from gpt2.train import cpu_name  # noqa: E402
 # what each part replaced: (module, attribute, the old value)
 PARTS = {
     "chunks": (gpt2.train, "chunk_rows", lambda n, vocab: max(1, gpt2.train.CHUNK_ELEMENTS // vocab)),
+    "product": (gpt2.train, "logits_in_one_product", lambda h: False),
     "norm": (gpt2.train, "grad_norm", lambda grads: torch.nn.utils.get_total_norm(grads, foreach=True)),
 }
 
@@ -61,10 +65,10 @@ def norms(pairs: int) -> None:
           f"get_total_norm {1e3 * theirs:.1f} ms, paired {ratio:.2f}x")
 
 
-def whole_step(part: str, seq: int, batch: int, pairs: int) -> None:
+def whole_step(part: str, seq: int, batch: int, pairs: int, dtype: torch.dtype) -> None:
     from bench_train import make_step, ours
 
-    step = make_step(*ours(seq, False), torch.bfloat16, trainer_clip=True)
+    step = make_step(*ours(seq, False), dtype, trainer_clip=True)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 50257, (batch, seq + 1), generator=g)
     inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
@@ -84,14 +88,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--step-pairs", type=int, default=16, help="pairs of whole training steps per part (0: none)")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="autocast to bfloat16, or float32 throughout")
     args = ap.parse_args()
     kernels.retain_freed_memory()  # as gpt2 train does
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads; torch {torch.__version__}")
-    norms(args.pairs)
+    if args.pairs:
+        norms(args.pairs)
     if args.step_pairs:
-        print(f"whole step at {args.batch} x {args.seq}, GPT-2 124M, each part against what it replaced:")
+        print(f"whole step at {args.batch} x {args.seq}, GPT-2 124M, {args.dtype}, each part against what it replaced:")
         for part in args.parts:
-            whole_step(part, args.seq, args.batch, args.step_pairs)
+            whole_step(part, args.seq, args.batch, args.step_pairs, getattr(torch, args.dtype))
 
 
 if __name__ == "__main__":

@@ -134,12 +134,17 @@ class _GeluTanh(torch.autograd.Function):
         return dx
 
 
+def has_cross_entropy_kernel(logits: torch.Tensor) -> bool:
+    """Whether `cross_entropy_rows_` runs its kernel on logits like these (dtype, device, tensor type)."""
+    return _use_kernel(logits)
+
+
 def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, scale: float) -> torch.Tensor | None:
     """Per-row cross-entropy of (rows, V) logits, of which the first `vocab_size` columns are real, as a float32
     tensor; the logits are overwritten by the gradient of `scale` x the loss, scale * (softmax - one_hot(target)),
     with 0 in the other columns. Returns None (and leaves the logits alone) where the kernel does not apply:
     other dtypes or devices, a non-contiguous tensor, or no kernel."""
-    if not _use_kernel(logits) or not logits.is_contiguous() or logits.dim() != 2:
+    if not has_cross_entropy_kernel(logits) or not logits.is_contiguous() or logits.dim() != 2:
         return None
     from gpt2 import _gemv
 

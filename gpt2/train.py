@@ -151,17 +151,27 @@ def chunk_rows(n: int, vocab: int) -> int:
     return -(-rows // 64) * 64 if rows > 64 else rows
 
 
+def logits_in_one_product(h: torch.Tensor) -> bool:
+    """Whether `_ChunkedCrossEntropy` makes a training batch's logits in one product, straight into the
+    gradient's buffer, rather than a chunk at a time: everywhere but where the cross-entropy kernel takes each
+    chunk (bfloat16 on AVX512-BF16), whose pass then follows the chunk's product at once. On a CPU without the
+    kernel, one float32 product over 1,024 rows ran faster than 4 of 256 (bench/RESULTS.md)."""
+    return not kernels.has_cross_entropy_kernel(h)
+
+
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """F.cross_entropy(F.linear(h, w).float(), targets), a chunk of rows at a time.
 
     With GPT-2's vocabulary the logits of a batch are large (8,192 tokens x
     50,304 x 4 bytes = 1.6 GB in float32), and the plain formula passes over
-    them many times (cast, log-softmax, its backward, the cast back). Here each
-    chunk's logits are made in the compute dtype, reduced in float32 while they
-    are hot in cache, and turned at once into the gradient of the logits,
-    (softmax - one_hot) / N, kept in the compute dtype; backward is then two
-    matmuls. The same idea as the fused linear cross-entropy of Liger-Kernel
-    (Hsu et al. 2024), in plain PyTorch.
+    them many times (cast, log-softmax, its backward, the cast back). Here the
+    logits are made in the compute dtype, in the buffer of their gradient
+    (`logits_in_one_product` says whether by one product or chunk by chunk),
+    reduced a chunk of rows at a time in float32, and turned at once into the
+    gradient of the logits, (softmax - one_hot) / N, kept in the compute dtype;
+    backward is then two matmuls. Without gradients (evaluation) only one
+    chunk's logits exist at a time. The same idea as the fused linear
+    cross-entropy of Liger-Kernel (Hsu et al. 2024), in plain PyTorch.
     """
 
     @staticmethod
@@ -175,13 +185,17 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         rows = chunk_rows(N, V)
         index = torch.arange(min(rows, N), device=h.device)
         scratch = None if need_grad else torch.empty(min(rows, N), V, dtype=h.dtype, device=h.device)
+        whole = need_grad and logits_in_one_product(h)
+        if whole:
+            torch.mm(h, w.t(), out=grad_logits)
         for i in range(0, N, rows):
             t = targets[i : i + rows]
             r = index[: len(t)]
             # a bfloat16 chunk on a CPU with AVX512-BF16: the logits go straight to their place in grad_logits
             # and one kernel turns them into the losses and the gradient (gpt2/kernels.py)
             out = grad_logits[i : i + rows] if need_grad else scratch[: len(t)]
-            torch.mm(h[i : i + rows], w.t(), out=out)
+            if not whole:
+                torch.mm(h[i : i + rows], w.t(), out=out)
             row_losses = kernels.cross_entropy_rows_(out, t, vocab_size, scale)
             if row_losses is not None:
                 losses[i : i + rows] = row_losses
