@@ -199,6 +199,106 @@ def test_interrupted_prepare_continues_where_it_stopped(corpus, tmp_path, monkey
     assert a["splits"] == b["splits"] and a["fingerprint"] == b["fingerprint"]
 
 
+def shard_bytes(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("*.bin"))}
+
+
+def test_damaged_datasets_are_repaired_by_running_prepare_again(corpus, tmp_path, caplog):
+    root, _, _ = corpus
+    whole = tmp_path / "whole"
+    prepare(make_cfg([root], whole, shard_tokens=2048))
+    reference = shard_bytes(whole)
+    out = tmp_path / "ds"
+    prepare(make_cfg([root], out, shard_tokens=2048))
+    names = sorted(reference)
+    train = [n for n in names if n.startswith("train")]
+    with open(out / train[2], "r+b") as f:  # truncated: the plain re-run encodes again from this shard on
+        f.truncate(1000)
+    (out / names[-1]).unlink()  # a held-out shard gone
+    untouched = (out / train[0]).stat().st_mtime_ns
+    caplog.set_level("INFO")
+    prepare(make_cfg([root], out, shard_tokens=2048))
+    assert "damaged or missing" in caplog.text
+    assert shard_bytes(out) == reference
+    assert (out / train[0]).stat().st_mtime_ns == untouched  # shards before the damage are kept
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+    # damage that keeps the size: found when training reads it, mended by --force (which rebuilds everything)
+    data = bytearray((out / train[1]).read_bytes())
+    data[HEADER_BYTES : HEADER_BYTES + 8] = b"\xff" * 8
+    (out / train[1]).write_bytes(bytes(data))
+    prepare(make_cfg([root], out, shard_tokens=2048, force=True))
+    assert shard_bytes(out) == reference
+
+    # a missing tokenizer comes back; training names the fix
+    import shutil
+
+    shutil.rmtree(out / "tokenizer")
+    with pytest.raises(GPT2Error, match="lacks its tokenizer.*gpt2 prepare"):
+        TokenDataset(out).tokenizer()
+    prepare(make_cfg([root], out, shard_tokens=2048))
+    assert TokenDataset(out).tokenizer().n_vocab == 50257
+
+
+def test_force_reads_the_new_inputs_before_deleting_anything(corpus, tmp_path):
+    root, _, _ = corpus
+    out = tmp_path / "ds"
+    prepare(make_cfg([root], out, shard_tokens=4096))
+    before = shard_bytes(out)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe not utf-8 \x80")
+    with pytest.raises(GPT2Error, match="not UTF-8"):
+        prepare(make_cfg([bad], out, shard_tokens=4096, force=True))
+    assert shard_bytes(out) == before
+    assert TokenDataset(out).num_tokens("train") > 0  # the old dataset still loads
+
+
+def test_force_deletes_only_the_shards_it_wrote(corpus, tmp_path):
+    root, _, _ = corpus
+    out = tmp_path / "ds"
+    prepare(make_cfg([root], out, shard_tokens=4096))
+    keep = ["training_backup.bin", "valuable.bin", "train_000001.bin.bak", "train_1.bin"]
+    for name in keep:
+        (out / name).write_text("mine")
+    prepare(make_cfg([root / "wiki.jsonl"], out, shard_tokens=4096, force=True))
+    assert all((out / name).read_text() == "mine" for name in keep)
+
+    # a manifest that names a file outside the dataset is damaged: refused, and --force does not follow it
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["file"] = "../victim/keep.txt"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(GPT2Error, match="is damaged.*not a plain file name.*--force"):
+        TokenDataset(out)
+    with pytest.raises(GPT2Error, match="is damaged"):
+        prepare(make_cfg([root], out, shard_tokens=4096))
+    prepare(make_cfg([root], out, shard_tokens=4096, force=True))
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert all((out / name).read_text() == "mine" for name in keep)
+    assert TokenDataset(out).manifest["documents"]["total"] > 60
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["splits"].pop("val"), "no 'val' split"),
+        (lambda m: m["tokenizer"].update(n_vocab="lots"), "n_vocab is not a positive integer"),
+        (lambda m: m["splits"]["train"]["shards"][0].pop("tokens"), "without its file name and token count"),
+    ],
+)
+def test_hand_edited_manifests_are_one_line_errors(corpus, tmp_path, edit, message):
+    root, _, _ = corpus
+    out = tmp_path / "ds"
+    prepare(make_cfg([root / "wiki.jsonl"], out, shard_tokens=4096))
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(GPT2Error, match=message):
+        TokenDataset(out)
+
+
 def test_duplicate_documents_land_in_the_same_split(tmp_path):
     docs = [f"document number {i}\n" for i in range(200)]
     docs += docs[:100]  # each of the first 100 appears twice

@@ -16,7 +16,9 @@ the inputs' contents (sha256), the tokenizer and the settings: the same command
 on a finished dataset does nothing; on one that was interrupted it keeps the
 finished shards (each records where in the document stream it ends) and
 encodes only what is missing; on a different dataset it refuses, unless
---force, and it never deletes files it did not write.
+--force, and it never deletes files it did not write. A shard found missing or
+truncated is encoded again from that point on; --force rebuilds everything
+(the cure for a shard damaged in a way its size does not show).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 import zlib
@@ -80,7 +83,7 @@ def list_inputs(paths: list[Path]) -> list[Path]:
                 if f.is_file() and _kind(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
             )
             if not found:
-                raise GPT2Error(f"directory {path} holds no .txt, .md or .jsonl files (optionally .gz)")
+                raise GPT2Error(f"directory {path} holds no .txt, .text, .md or .jsonl files (optionally .gz)")
             files += found
         elif path.is_file():
             files.append(path)
@@ -245,27 +248,36 @@ def prepare(cfg) -> dict:
     }
     fingerprint = _fingerprint(identity)
 
-    old = read_manifest(out) if out.is_dir() else None
-    if old is not None and old["fingerprint"] != fingerprint:
-        if not cfg.force:
-            raise GPT2Error(
-                f"{out} already holds a different dataset ({_difference(old['identity'], identity)}); "
-                f"choose another --out, or pass --force to replace it"
-            )
+    if out.exists() and not out.is_dir():
+        raise GPT2Error(f"--out {out} is a file, not a directory; choose another --out")
+    try:
+        old = read_manifest(out) if out.is_dir() else None
+    except GPT2Error:
+        if not cfg.force or not _is_ours(out):
+            raise
+        old = {"damaged": True}  # our manifest, unreadable: --force replaces the dataset
+    replace = old is not None and (cfg.force or old.get("damaged"))
+    if old is not None and old.get("fingerprint") != fingerprint and not replace:
+        raise GPT2Error(
+            f"{out} already holds a different dataset ({_difference(old['identity'], identity)}); "
+            f"choose another --out, or pass --force to replace it"
+        )
+    if old is None and out.is_dir() and any(out.iterdir()):
+        raise GPT2Error(f"{out} exists and is not a dataset directory (no {MANIFEST}); choose a new or empty --out")
+    if old is not None and not replace:
+        damaged = _keep_intact_shards(out, old)
+        if old.get("complete") and not damaged:
+            if not (out / "tokenizer").is_dir():
+                tok.save(out / "tokenizer")
+                log.info("restored the missing tokenizer of %s", out)
+            log.info("%s already holds this dataset (%s); nothing to do", out, _summary(old))
+            return old
+
+    # read everything once before writing (or deleting) anything: bad input fails here and leaves no trace
+    documents = old["documents"] if old is not None and not replace else _draw_held_out(files, cfg)
+    if replace:
         _remove_dataset(out, old)
         old = None
-    elif old is None and out.is_dir() and any(out.iterdir()):
-        raise GPT2Error(f"{out} exists and is not a dataset directory (no {MANIFEST}); choose a new or empty --out")
-    if old is not None and old.get("complete"):
-        for split in SPLITS:
-            for shard in old["splits"][split]["shards"]:
-                if shard_tokens(out / shard["file"]) != shard["tokens"]:
-                    raise GPT2Error(f"{out / shard['file']} does not match the manifest: run again with --force to rebuild")
-        log.info("%s already holds this dataset (%s); nothing to do", out, _summary(old))
-        return old
-
-    # read everything once before writing anything: bad input fails here and leaves no trace
-    documents = old["documents"] if old is not None else _draw_held_out(files, cfg)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(out / "tokenizer")
     splits = {s: _Split(s, list(old["splits"][s]["shards"]) if old is not None else []) for s in SPLITS}
@@ -387,13 +399,45 @@ def split_documents(cfg, split: str) -> Iterator[str]:
                 yield text
 
 
+SHARD_NAME = re.compile(r"(train|val)_\d{6}\.bin")  # the only names _Split gives its shards
+
+
+def _is_ours(out: Path) -> bool:
+    """Whether `out` holds a manifest that `gpt2 prepare` wrote, even one too damaged to read in full."""
+    try:
+        return json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _keep_intact_shards(out: Path, manifest: dict) -> bool:
+    """Cut each split's list of finished shards at the first one that is missing, truncated or of another
+    size than the manifest says, so that encoding continues from there; True if any was cut."""
+    damaged = False
+    for name in SPLITS:
+        shards = manifest["splits"][name]["shards"]
+        for i, shard in enumerate(shards):
+            try:
+                intact = shard_tokens(out / shard["file"]) == shard["tokens"]
+            except GPT2Error:
+                intact = False
+            if not intact:
+                log.warning("%s is damaged or missing: encoding again from there", out / shard["file"])
+                del shards[i:]
+                damaged = True
+                break
+    if damaged:
+        manifest["complete"] = False
+    return damaged
+
+
 def _remove_dataset(out: Path, manifest: dict) -> None:
-    """Delete what an earlier `gpt2 prepare` wrote (its manifest names every file), nothing else."""
-    for split in manifest.get("splits", {}).values():
-        for shard in split.get("shards", []):
-            (out / shard["file"]).unlink(missing_ok=True)
-    for path in out.glob("*.bin*"):
-        if path.name.startswith(SPLITS) and (path.suffix == ".bin" or path.name.endswith(".bin.tmp")):
+    """Delete what an earlier `gpt2 prepare` wrote, nothing else: the shards its manifest names (or, when the
+    manifest is too damaged to name them, the files named as shards are), their temporary files, the manifest."""
+    named = {shard.get("file") for split in manifest.get("splits", {}).values() for shard in split.get("shards", [])}
+    for path in out.iterdir():
+        name = path.name.removesuffix(".tmp")
+        if path.is_file() and SHARD_NAME.fullmatch(name) and (name in named or path.name != name or manifest.get("damaged")):
             path.unlink()
     (out / MANIFEST).unlink(missing_ok=True)
 

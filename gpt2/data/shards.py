@@ -135,7 +135,10 @@ class TokenDataset:
     def tokenizer(self):
         from gpt2.tokenizer import Tokenizer
 
-        return Tokenizer.load(self.dir / self.manifest["tokenizer"]["dir"])
+        path = self.dir / self.manifest["tokenizer"].get("dir", "tokenizer")
+        if not path.is_dir():
+            raise GPT2Error(f"the dataset in {self.dir} lacks its tokenizer ({path}): run the `gpt2 prepare` command again to restore it")
+        return Tokenizer.load(path)
 
     def num_tokens(self, split: str) -> int:
         return int(self.manifest["splits"][split]["tokens"])
@@ -168,10 +171,34 @@ def read_manifest(directory: Path) -> dict | None:
         raise GPT2Error(f"{path} is not a {FORMAT} manifest")
     if manifest.get("version") != FORMAT_VERSION:
         raise GPT2Error(f"{path} has manifest version {manifest.get('version')}; this release reads version {FORMAT_VERSION}")
-    for key in ("fingerprint", "identity", "tokenizer", "splits"):
+    for key in ("fingerprint", "identity", "tokenizer", "splits", "documents"):
         if key not in manifest:
             raise GPT2Error(f"{path} has no '{key}' entry (corrupt?): run `gpt2 prepare` again with --force")
+    problem = _structure_problem(manifest)
+    if problem:
+        raise GPT2Error(f"{path} is damaged ({problem}): run `gpt2 prepare` again with --force")
     return manifest
+
+
+def _structure_problem(manifest: dict) -> str | None:
+    """What is wrong with the entries that readers of a manifest rely on, or None."""
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    tok = manifest["tokenizer"]
+    if not isinstance(tok, dict) or not is_int(tok.get("n_vocab")) or tok["n_vocab"] < 1:
+        return "tokenizer.n_vocab is not a positive integer"
+    if not isinstance(manifest["documents"], dict):
+        return "documents is not a table"
+    splits = manifest["splits"]
+    for name in SPLITS:
+        split = splits.get(name) if isinstance(splits, dict) else None
+        if not isinstance(split, dict) or not isinstance(split.get("shards"), list) or not is_int(split.get("tokens")):
+            return f"no '{name}' split with its shards and token count"
+        for shard in split["shards"]:
+            if not isinstance(shard, dict) or not isinstance(shard.get("file"), str) or not is_int(shard.get("tokens")):
+                return f"a '{name}' shard without its file name and token count"
+            if "/" in shard["file"] or "\\" in shard["file"] or shard["file"] in ("", ".", ".."):
+                return f"shard file {shard['file']!r} is not a plain file name"
+    return None
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
