@@ -105,10 +105,11 @@ def save(
     """Write a checkpoint for `step` atomically, then delete old ones (all but the last `keep_last` and the best)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step_*.tmp-*"):  # left by a save that was killed
+    for stale in [*root.glob(".step_*.tmp-*"), *root.glob(".step_*.damaged-*")]:  # left by a save that was killed
         shutil.rmtree(stale, ignore_errors=True)
     final = step_dir(root, step)
-    if final.exists():
+    damaged = final.exists() and missing_file(final) is not None
+    if final.exists() and not damaged:
         log.debug("%s exists already; not saving it again", final)
         return final
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
@@ -120,10 +121,20 @@ def save(
     meta = {**state, "format": FORMAT, "format_version": VERSION, "step": step, "optimizer_param_groups": groups}
     _write(tmp / "state.json", (json.dumps(meta, indent=1) + "\n").encode())
     _fsync_dir(tmp)
-    os.rename(tmp, final)
+    if damaged:  # an incomplete directory of this step (files deleted by hand): replaced by the complete one
+        log.warning("%s was incomplete (%s missing): saving it again", final, missing_file(final))
+        old = root / f".{final.name}.damaged-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
     _fsync_dir(root)
     rotate(root, keep_last, keep_best)
     return final
+
+
+RESUME_EARLIER = "move that directory out of checkpoints/ to resume from the one before it"
 
 
 def load(path: Path) -> Checkpoint:
@@ -131,18 +142,20 @@ def load(path: Path) -> Checkpoint:
     path = Path(path)
     missing = missing_file(path)
     if missing:
-        raise GPT2Error(f"{path} is not a complete checkpoint ({missing} is missing)")
+        raise GPT2Error(f"{path} is not a complete checkpoint ({missing} is missing); {RESUME_EARLIER}")
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         model = load_file(path / "model.safetensors")
         tensors = load_file(path / "optimizer.safetensors")
         rng = load_file(path / "rng.safetensors")
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
-        raise GPT2Error(f"checkpoint {path} cannot be read ({e}); resume from an earlier one") from None
-    if state.get("format") != FORMAT or state.get("format_version") != VERSION:
-        raise GPT2Error(
-            f"{path} is not a version-{VERSION} {FORMAT} (found {state.get('format')} version {state.get('format_version')})"
-        )
+        raise GPT2Error(f"checkpoint {path} cannot be read ({e}); {RESUME_EARLIER}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("format_version") != VERSION:
+        found = (state.get("format"), state.get("format_version")) if isinstance(state, dict) else (type(state).__name__, None)
+        raise GPT2Error(f"{path} is not a version-{VERSION} {FORMAT} (found {found[0]} version {found[1]})")
+    absent = [key for key in ("step", "optimizer_param_groups") if key not in state]
+    if absent:
+        raise GPT2Error(f"{path}/state.json has no {', '.join(absent)} (edited by hand?); {RESUME_EARLIER}")
     return Checkpoint(path, model, _unflatten_optimizer(tensors, state.pop("optimizer_param_groups")), rng, state)
 
 

@@ -224,6 +224,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text, so not a TOML file; check the path") from None
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -462,7 +464,7 @@ class ConvertConfig:
 class PrepareConfig:
     """`gpt2 prepare`: text files -> documents -> uint16 token shards + manifest.json, with a held-out split."""
 
-    input: list[Path] = opt(help="text (.txt, .md), JSON-lines (.jsonl) files, optionally .gz, or directories of them")
+    input: list[Path] = opt(help="text (.txt, .text, .md), JSON-lines (.jsonl) files, optionally .gz, or directories of them")
     out: Path = opt(help="directory for the shards, manifest.json and a copy of the tokenizer")
     tokenizer: str = opt("gpt2", "tokenizer directory, or 'gpt2' for OpenAI's GPT-2 tokenizer")
     val_fraction: float = opt(0.05, "fraction of documents held out for evaluation (the paper held out 5% of WebText)")
@@ -473,7 +475,7 @@ class PrepareConfig:
     jsonl_field: str = opt("text", "the field of each JSON line that holds the document")
     shard_tokens: int = opt(100_000_000, "tokens per shard file (2 bytes each)")
     workers: int = opt(0, "threads that encode text (0: one per CPU core)")
-    force: bool = opt(False, "replace a different dataset already in --out")
+    force: bool = opt(False, "replace the dataset in --out, a different one or the same (to rebuild damaged shards)")
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -646,6 +648,11 @@ class TrainConfig:
             raise ConfigError("threads must be 0 or more and max_nonfinite at least 1")
         if self.device != "auto" and not (self.device == "cpu" or self.device.split(":")[0] in ("cuda", "mps")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.eval.samples and self.eval.sample_tokens >= self.model.block_size:
+            raise ConfigError(
+                f"eval.sample_tokens ({self.eval.sample_tokens}) must be smaller than model.block_size ({self.model.block_size}), "
+                f"which also holds the prompt; lower it, or set eval.samples = 0"
+            )
 
 
 # ---- evaluation -----------------------------------------------------------------

@@ -254,6 +254,15 @@ def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads, foreach=True)
 
 
+def _holds_a_run(out: Path) -> bool:
+    """Whether `out` holds the run.json that `gpt2 train` writes as a run starts."""
+    try:
+        info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and {"command", "model", "dataset"} <= info.keys()
+
+
 def model_config(cfg: TrainConfig, n_vocab: int) -> GPTConfig:
     """The GPTConfig of a run: the preset, overridden by the sizes given; the vocabulary from the data."""
     m = cfg.model
@@ -569,8 +578,6 @@ class Trainer:
         self.metrics = None
         if d.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.metrics = Metrics(self.out, self.step_count if resume_path else None, cfg.log.tensorboard)
-            (self.out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
             run_info = {
                 "command": sys.argv,
                 "version": __version__,
@@ -587,7 +594,9 @@ class Trainer:
                 "parameters": self.gpt.num_params(),
                 "dataset": self.data.fingerprint,
             }
-            (self.out / "run.json").write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
+            (self.out / "run.json").write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")  # first: marks a run
+            self.metrics = Metrics(self.out, self.step_count if resume_path else None, cfg.log.tensorboard)
+            (self.out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
             accum = self.loader.accum
             log.info(
                 "model: %s parameters (%d layers, %d heads, %d wide, context %d, vocabulary %s); %s on %s x %d, %s",
@@ -606,7 +615,20 @@ class Trainer:
 
     def _resume_decision(self) -> tuple[str | None, str | None]:
         """(error, checkpoint to resume from), decided on rank 0."""
+        if self.out.exists() and not self.out.is_dir():
+            return f"--out {self.out} is a file, not a directory; choose another --out", None
+        if self.out.is_dir() and any(self.out.iterdir()) and not _holds_a_run(self.out):
+            return (
+                f"{self.out} is not empty and holds no run of `gpt2 train` (no run.json of one); "
+                f"choose a new or empty --out, so that nothing in it is overwritten"
+            ), None
         found = checkpoint.latest(self.ckpt_dir)
+        newer = [p for p in checkpoint.incomplete(self.ckpt_dir) if found is None or p.name > found.name]
+        if found is not None and newer and self.cfg.resume:
+            log.warning(
+                "%s is not a complete checkpoint (%s is missing): resuming from %s, the newest complete one",
+                newer[-1], checkpoint.missing_file(newer[-1]), found.name,
+            )
         if found is None:
             damaged = checkpoint.incomplete(self.ckpt_dir)
             if damaged:
@@ -683,12 +705,23 @@ class Trainer:
         log.info("resumed from %s: step %d, %s tokens, epoch %.2f", path, self.step_count, f"{self.tokens:,}", self.loader.epoch)
 
     def _check_compatible(self, ck: checkpoint.Checkpoint) -> None:
+        absent = [key for key in ("tokens", "nonfinite", "data", "config", "model_config", "dataset") if key not in ck.state]
+        if absent:
+            raise GPT2Error(f"{ck.path}/state.json has no {', '.join(absent)} (edited by hand?); {checkpoint.RESUME_EARLIER}")
         saved = ck.state["model_config"]
         now = dataclasses.asdict(self.config)
         if saved != now:
             key = next(k for k in now if saved.get(k) != now[k])
             raise GPT2Error(
                 f"{ck.path} holds a different model ({key}={saved.get(key)!r}, now {now[key]!r}); resume with the same model settings"
+            )
+        expected = {k: tuple(v.shape) for k, v in self.gpt.state_dict().items() if k != "lm_head.weight"}
+        saved_shapes = {k: tuple(v.shape) for k, v in ck.model.items()}
+        if saved_shapes != expected:
+            key = next(k for k in [*expected, *saved_shapes] if saved_shapes.get(k) != expected.get(k))
+            raise GPT2Error(
+                f"{ck.path} holds weights of another shape ({key}: {saved_shapes.get(key)}, this model {expected.get(key)}) "
+                f"than its state.json describes; it is damaged: {checkpoint.RESUME_EARLIER}"
             )
         if ck.state["dataset"] != self.data.fingerprint:
             raise GPT2Error(f"{ck.path} was trained on another dataset than {self.cfg.data.dir}; resume with the same --data.dir")
@@ -701,7 +734,7 @@ class Trainer:
         if top >= self.data.n_vocab:
             raise GPT2Error(
                 f"the token shards in {self.cfg.data.dir} hold the id {top}, but their tokenizer has only "
-                f"{self.data.n_vocab} tokens: the shards are damaged; run gpt2 prepare again"
+                f"{self.data.n_vocab} tokens: the shards are damaged; rebuild them with `gpt2 prepare ... --force`"
             )
 
     def step(self) -> dict:

@@ -413,6 +413,54 @@ def test_a_second_run_in_the_same_directory_needs_resume(tiny_data, tmp_path):
         Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=4, resume=True, model={"n_embd": 48}))
 
 
+def test_an_out_that_holds_something_else_is_never_written_to(tiny_data, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.toml").write_text("mine")
+    (mine / "run.json").write_text('{"mine": 1}')
+    for out in (mine, tiny_data):  # a user's folder, a dataset
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        for resume in (False, True):
+            with pytest.raises(GPT2Error, match="holds no run of `gpt2 train`.*choose a new or empty --out"):
+                Trainer(tiny_config(tiny_data, out, resume=resume))
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(GPT2Error, match="is a file, not a directory"):
+        Trainer(tiny_config(tiny_data, tmp_path / "afile"))
+
+
+def test_damaged_checkpoints_are_named_and_saved_again(tiny_data, tmp_path, caplog):
+    out = tmp_path / "run"
+    Trainer(tiny_config(tiny_data, out, max_steps=8, checkpoint={"interval": 4, "keep_last": 5})).run()
+    ck = out / "checkpoints"
+    (ck / "step_0000008" / "optimizer.safetensors").unlink()
+    caplog.set_level("INFO")
+    trainer = Trainer(tiny_config(tiny_data, out, max_steps=8, resume=True))
+    assert trainer.step_count == 4
+    assert "step_0000008 is not a complete checkpoint (optimizer.safetensors is missing): resuming from step_0000004" in caplog.text
+    trainer.run()
+    assert "was incomplete (optimizer.safetensors missing): saving it again" in caplog.text
+    assert (ck / "step_0000008" / "optimizer.safetensors").is_file() and not list(ck.glob(".step_*"))
+
+    state = json.loads((ck / "step_0000008" / "state.json").read_text())
+    del state["data"]
+    (ck / "step_0000008" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(GPT2Error, match="state.json has no data .edited by hand.*move that directory out of checkpoints/"):
+        Trainer(tiny_config(tiny_data, out, max_steps=12, resume=True))
+    shutil.move(ck / "step_0000008", tmp_path / "aside")
+    other = tmp_path / "other"  # weights of another width in a checkpoint whose state.json says 32
+    Trainer(tiny_config(tiny_data, other, max_steps=4, model={"n_embd": 48})).run()
+    shutil.copy(other / "checkpoints" / "step_0000004" / "model.safetensors", ck / "step_0000004" / "model.safetensors")
+    with pytest.raises(GPT2Error, match="holds weights of another shape .* it is damaged"):
+        Trainer(tiny_config(tiny_data, out, max_steps=12, resume=True))
+
+
+def test_samples_longer_than_the_context_are_refused_before_training(tiny_data, tmp_path):
+    with pytest.raises(GPT2Error, match=r"eval.sample_tokens \(32\) must be smaller than model.block_size \(32\)"):
+        tiny_config(tiny_data, tmp_path / "run", eval={"samples": 1, "sample_tokens": 32})
+    assert tiny_config(tiny_data, tmp_path / "run", eval={"samples": 0, "sample_tokens": 32}).eval.sample_tokens == 32
+
+
 def test_token_ids_beyond_the_vocabulary_are_a_clear_error(tiny_data, tmp_path):
     from gpt2.data.shards import HEADER_BYTES
 
@@ -542,6 +590,9 @@ def test_train_command_line_errors(cli, tiny_data, tmp_path):
     assert r.returncode == 2 and "unknown key 'optim.learning_rate'" in r.stderr
     r = cli("train", "--data.dir", str(tiny_data), "--batch-size", "3", "--global-batch-tokens", "1000", "--model.block-size", "32")
     assert r.returncode == 2 and "must be a multiple of batch_size x model.block_size" in r.stderr
+    (tmp_path / "garbage.toml").write_bytes(bytes(range(128, 256)) * 4)
+    r = cli("train", "--config", str(tmp_path / "garbage.toml"))
+    assert r.returncode == 2 and "is not UTF-8 text, so not a TOML file" in r.stderr and "Traceback" not in r.stderr
 
 
 # ----------------------------------------------------------------------------
