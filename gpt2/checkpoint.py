@@ -108,8 +108,8 @@ def save(
     for stale in [*root.glob(".step_*.tmp-*"), *root.glob(".step_*.damaged-*")]:  # left by a save that was killed
         shutil.rmtree(stale, ignore_errors=True)
     final = step_dir(root, step)
-    damaged = final.exists() and missing_file(final) is not None
-    if final.exists() and not damaged:
+    missing = missing_file(final) if final.exists() else None
+    if final.exists() and not missing:
         log.debug("%s exists already; not saving it again", final)
         return final
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
@@ -121,8 +121,8 @@ def save(
     meta = {**state, "format": FORMAT, "format_version": VERSION, "step": step, "optimizer_param_groups": groups}
     _write(tmp / "state.json", (json.dumps(meta, indent=1) + "\n").encode())
     _fsync_dir(tmp)
-    if damaged:  # an incomplete directory of this step (files deleted by hand): replaced by the complete one
-        log.warning("%s was incomplete (%s missing): saving it again", final, missing_file(final))
+    if missing:  # an incomplete directory of this step (files deleted by hand): replaced by the complete one
+        log.warning("%s was incomplete (%s missing): saving it again", final, missing)
         old = root / f".{final.name}.damaged-{os.getpid()}"
         os.rename(final, old)
         os.rename(tmp, final)

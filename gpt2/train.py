@@ -623,14 +623,13 @@ class Trainer:
                 f"choose a new or empty --out, so that nothing in it is overwritten"
             ), None
         found = checkpoint.latest(self.ckpt_dir)
-        newer = [p for p in checkpoint.incomplete(self.ckpt_dir) if found is None or p.name > found.name]
-        if found is not None and newer and self.cfg.resume:
+        damaged = checkpoint.incomplete(self.ckpt_dir)
+        if found is not None and damaged and damaged[-1].name > found.name and self.cfg.resume:
             log.warning(
                 "%s is not a complete checkpoint (%s is missing): resuming from %s, the newest complete one",
-                newer[-1], checkpoint.missing_file(newer[-1]), found.name,
+                damaged[-1], checkpoint.missing_file(damaged[-1]), found.name,
             )
         if found is None:
-            damaged = checkpoint.incomplete(self.ckpt_dir)
             if damaged:
                 return (
                     f"{damaged[-1]} is not a complete checkpoint ({checkpoint.missing_file(damaged[-1])} is missing) and "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 
 import numpy as np
@@ -231,8 +232,6 @@ def test_damaged_datasets_are_repaired_by_running_prepare_again(corpus, tmp_path
     assert shard_bytes(out) == reference
 
     # a missing tokenizer comes back; training names the fix
-    import shutil
-
     shutil.rmtree(out / "tokenizer")
     with pytest.raises(GPT2Error, match="lacks its tokenizer.*gpt2 prepare"):
         TokenDataset(out).tokenizer()

@@ -255,8 +255,8 @@ def prepare(cfg) -> dict:
     except GPT2Error:
         if not cfg.force or not _is_ours(out):
             raise
-        old = {"damaged": True}  # our manifest, unreadable: --force replaces the dataset
-    replace = old is not None and (cfg.force or old.get("damaged"))
+        old = {}  # our manifest, unreadable: --force replaces the dataset
+    replace = old is not None and cfg.force
     if old is not None and old.get("fingerprint") != fingerprint and not replace:
         raise GPT2Error(
             f"{out} already holds a different dataset ({_difference(old['identity'], identity)}); "
@@ -276,7 +276,7 @@ def prepare(cfg) -> dict:
     # read everything once before writing (or deleting) anything: bad input fails here and leaves no trace
     documents = old["documents"] if old is not None and not replace else _draw_held_out(files, cfg)
     if replace:
-        _remove_dataset(out, old)
+        _remove_dataset(out)
         old = None
     out.mkdir(parents=True, exist_ok=True)
     tok.save(out / "tokenizer")
@@ -431,13 +431,11 @@ def _keep_intact_shards(out: Path, manifest: dict) -> bool:
     return damaged
 
 
-def _remove_dataset(out: Path, manifest: dict) -> None:
-    """Delete what an earlier `gpt2 prepare` wrote, nothing else: the shards its manifest names (or, when the
-    manifest is too damaged to name them, the files named as shards are), their temporary files, the manifest."""
-    named = {shard.get("file") for split in manifest.get("splits", {}).values() for shard in split.get("shards", [])}
+def _remove_dataset(out: Path) -> None:
+    """Delete what an earlier `gpt2 prepare` wrote in `out`, nothing else: the files named as its shards are
+    (whatever the manifest says, so a hand-edited one cannot point elsewhere), their temporary files, the manifest."""
     for path in out.iterdir():
-        name = path.name.removesuffix(".tmp")
-        if path.is_file() and SHARD_NAME.fullmatch(name) and (name in named or path.name != name or manifest.get("damaged")):
+        if path.is_file() and SHARD_NAME.fullmatch(path.name.removesuffix(".tmp")):
             path.unlink()
     (out / MANIFEST).unlink(missing_ok=True)
 
