@@ -813,19 +813,16 @@ def _read_prompts(cfg) -> list[str]:
     import json
     from pathlib import Path
 
+    from gpt2.textfile import read_stdin, read_text
+
     if cfg.prompt is not None:
         return [cfg.prompt]
     if cfg.prompt_file is None:
-        return [sys.stdin.read()] if not sys.stdin.isatty() else [""]
+        return [read_stdin()] if not sys.stdin.isatty() else [""]
     if str(cfg.prompt_file) == "-":
-        return [sys.stdin.read()]
+        return [read_stdin()]
     path = Path(cfg.prompt_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GPT2Error(f"prompt file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise GPT2Error(f"prompt file {path} is not UTF-8 text") from None
+    text = read_text(path, "prompt file")
     if path.suffix != ".jsonl":
         return [text]
     prompts = []

@@ -45,6 +45,7 @@ import regex
 
 from gpt2 import download
 from gpt2.errors import GPT2Error
+from gpt2.textfile import open_text, read_stdin, read_text
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def iter_file_text(paths: Sequence[Path], chunk_chars: int = 1 << 20) -> Iterato
     """Stream UTF-8 files as text chunks, cut where GPT-2's pattern splits anyway (see `_safe_cut`)."""
     for path in paths:
         try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
+            with open_text(path) as f:
                 carry = ""
                 while block := f.read(chunk_chars):
                     parts = list(_safe_chunks(carry + block, chunk_chars))
@@ -226,7 +227,7 @@ def iter_file_text(paths: Sequence[Path], chunk_chars: int = 1 << 20) -> Iterato
                 if carry:
                     yield carry
         except UnicodeDecodeError as e:
-            raise GPT2Error(f"{path} is not UTF-8 text ({e.reason} at byte {e.start} of a block); convert it first") from None
+            raise GPT2Error(f"{path} is not UTF-8 text ({e.reason} in a block of it); convert it to UTF-8 first") from None
         except IsADirectoryError:
             raise GPT2Error(f"{path} is a directory; pass the text files inside it") from None
         except OSError as e:
@@ -791,10 +792,10 @@ def _replace_surrogates(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # left only if writing or renaming failed
@@ -869,14 +870,9 @@ def encode_command(cfg) -> list[int]:
     if cfg.text is not None:
         text = cfg.text
     elif cfg.input is not None:
-        try:
-            text = Path(cfg.input).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise GPT2Error(f"{cfg.input} is not UTF-8 text") from None
-        except FileNotFoundError:
-            raise GPT2Error(f"input file {cfg.input} does not exist") from None
+        text = read_text(cfg.input)
     else:
-        text = sys.stdin.read()
+        text = read_stdin()
     if cfg.special == "allow":
         ids = tok.encode(text, allowed_special="all")
     elif cfg.special == "ordinary":
@@ -921,18 +917,20 @@ def decode_command(cfg) -> str:
         ids = array.reshape(-1).tolist()
     else:
         try:
-            raw = Path(cfg.input).read_text(encoding="utf-8") if cfg.input is not None else sys.stdin.read()
-        except FileNotFoundError:
-            raise GPT2Error(f"input file {cfg.input} does not exist") from None
-        except UnicodeDecodeError:
-            raise GPT2Error(f"{cfg.input} is not text: expected whitespace-separated integer ids or a .npy array") from None
+            raw = read_text(cfg.input) if cfg.input is not None else read_stdin()
+        except GPT2Error as e:
+            if "not UTF-8" not in str(e):
+                raise
+            raise GPT2Error(f"{cfg.input or 'standard input'} is not text: expected whitespace-separated integer ids or a .npy array") from None
         try:
             ids = [int(x) for x in raw.split()]
         except ValueError as e:
             raise GPT2Error(f"expected whitespace-separated integer ids ({e})") from None
-    text = tok.decode(ids)
+    data = tok.decode_bytes(ids)  # the bytes the ids stand for, exactly: a file encoded and decoded comes back unchanged
     if cfg.output is not None:
-        _write_atomic(Path(cfg.output), text)
+        _write_atomic(Path(cfg.output), data)
     else:
-        sys.stdout.write(text)
-    return text
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return data.decode("utf-8", "replace")

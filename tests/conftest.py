@@ -21,9 +21,13 @@ SHARED = Path(os.environ.get("GPT2_SHARED_DATASETS", REPO.parent / "shared" / "d
 GPT2_BPE = SHARED / "gpt2_bpe"
 
 
+COMPRESSED = (".gz", ".xz", ".bz2", ".zst")
+
+
 def shared_text_files() -> list[Path]:
-    """Every text file of ../shared/datasets except the tokenizer's own files."""
-    files = [p for p in SHARED.rglob("*") if p.is_file() and p.parent.name != "gpt2_bpe"]
+    """Every text file of ../shared/datasets except the tokenizer's own files and the compressed ones (the
+    Reddit dumps and the web pages, which the corpus-building tests read)."""
+    files = [p for p in SHARED.rglob("*") if p.is_file() and p.parent.name != "gpt2_bpe" and p.suffix not in COMPRESSED]
     return sorted(files)
 
 

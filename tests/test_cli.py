@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from gpt2.cli import COMMANDS
+from gpt2.config import SampleConfig
+from gpt2.errors import GPT2Error
 from gpt2.tokenizer import Tokenizer
 
 from conftest import GPT2_BPE, SHARED, read_text
@@ -56,6 +62,47 @@ def test_encode_file_to_npy_and_back(cli, tmp_path):
         assert r.returncode == 2 and "exists; pass --force to replace it" in r.stderr and (tmp_path / "keep.txt").read_text() == "precious"
     r = cli("tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", str(tmp_path / "ids.npy"), "--output", str(tmp_path / "keep.txt"), "--force")
     assert r.returncode == 0 and (tmp_path / "keep.txt").read_text() == read_text(src)
+
+
+def test_every_command_reads_a_file_byte_for_byte(cli, tmp_path):
+    """botchan.txt has a UTF-8 byte-order mark and CRLF line ends: encode -> decode gives the file back exactly,
+    and `tokenizer train`, `tokenizer encode` and `sample --prompt-file` all read the same text (the same byte count)."""
+    src = SHARED / "botchan" / "botchan.txt"
+    data = src.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf") and b"\r\n" in data  # what makes the file a test
+    r = cli("tokenizer", "encode", "--tokenizer", str(GPT2_BPE), "--input", str(src), "--output", str(tmp_path / "b.npy"))
+    assert r.returncode == 0, r.stderr
+    assert f"{len(data):,} bytes ->" in r.stderr
+    ids = np.load(tmp_path / "b.npy").tolist()
+    assert ids == Tokenizer.load(GPT2_BPE).encode_ordinary(data.decode("utf-8"))
+    r = cli("tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", str(tmp_path / "b.npy"), "--output", str(tmp_path / "back.txt"))
+    assert r.returncode == 0 and (tmp_path / "back.txt").read_bytes() == data
+    # decoding to standard output writes the same bytes
+    r = subprocess.run(
+        [sys.executable, "-m", "gpt2", "tokenizer", "decode", "--tokenizer", str(GPT2_BPE), "--input", str(tmp_path / "b.npy")],
+        capture_output=True, env={**os.environ, "GPT2_OFFLINE": "1"},
+    )
+    assert r.stdout == data
+    # standard input is read by the same rule
+    r = subprocess.run(
+        [sys.executable, "-m", "gpt2", "tokenizer", "encode", "--tokenizer", str(GPT2_BPE)],
+        input=data, capture_output=True, env={**os.environ, "GPT2_OFFLINE": "1"},
+    )
+    assert [int(x) for x in r.stdout.split()] == ids
+    # the trainer counts the same bytes: the BOM and the CRs are part of the text it learns from
+    r = cli("tokenizer", "train", "--input", str(src), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
+    assert r.returncode == 0 and f"on the training text: {len(data):,} bytes ->" in r.stderr, r.stderr
+
+
+def test_prompt_file_is_read_like_encode(tmp_path):
+    from gpt2.sample import _read_prompts
+
+    src = SHARED / "botchan" / "botchan.txt"
+    cfg = SampleConfig(model=tmp_path, prompt_file=src)
+    assert _read_prompts(cfg) == [src.read_bytes().decode("utf-8")]
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(GPT2Error, match="latin1.txt is not UTF-8 text .* at byte 3"):
+        _read_prompts(SampleConfig(model=tmp_path, prompt_file=tmp_path / "latin1.txt"))
 
 
 def test_stdin_and_special_token_choices(cli):

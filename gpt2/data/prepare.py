@@ -49,6 +49,7 @@ from gpt2.data.shards import (
     write_shard,
 )
 from gpt2.errors import GPT2Error
+from gpt2.textfile import open_text
 from gpt2.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -95,17 +96,10 @@ def list_inputs(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def _open_text(path: Path):
-    # newline="": keep the text's own line endings, byte for byte
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def iter_documents(path: Path, text_documents: str = "file", jsonl_field: str = "text") -> Iterator[str]:
     """The non-empty documents of one input file."""
     try:
-        with _open_text(path) as f:
+        with open_text(path) as f:
             if _kind(path) == "jsonl":
                 for n, line in enumerate(f, 1):
                     if not line.strip():
