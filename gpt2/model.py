@@ -228,24 +228,22 @@ class GPT(nn.Module):
             n -= self.config.vocab_size * self.config.n_embd + self.transformer.wpe.weight.numel()
         return n
 
-    def forward(
+    def hidden(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         *,
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-        last_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for token ids `idx` (B, T), and the mean cross-entropy if `targets`
-        are given (positions with target -1 are ignored).
+    ) -> torch.Tensor:
+        """The trunk: final hidden states (B, T, n_embd) for token ids `idx` (B, T), before the output layer.
 
         With a `cache`, `idx` continues the cached positions. `attention_mask`
         (B, L + T), 1 for real tokens and 0 for padding, lets a batch hold
         sequences of different lengths (left-padded for generation); then
-        `positions` (B, T) gives each token's position id. `last_only` computes
-        logits for the last position only (sampling).
+        `positions` (B, T) gives each token's position id. The language-model
+        head (`logits`), the training loss and the fine-tuning heads all read
+        these states.
         """
         B, T = idx.shape
         L = cache.length if cache is not None else 0
@@ -267,14 +265,37 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
         for i, block in enumerate(self.transformer.h):
             x = block(x, mask, cache, i)
-        x = self.transformer.ln_f(x)
         if cache is not None:
             cache.length = L + T
-        if last_only:
-            x = x[:, -1:, :]
-        logits = self.lm_head(x)
+        return self.transformer.ln_f(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The language-model head: hidden states (..., n_embd) -> logits (..., vocab_size), padding rows cut off."""
+        logits = self.lm_head(hidden)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]
+        return logits
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab_size) for token ids `idx` (B, T) -- `logits(hidden(idx))` -- and the mean
+        cross-entropy if `targets` are given (positions with target -1 are ignored).
+
+        `cache`, `attention_mask` and `positions` are those of `hidden`;
+        `last_only` computes logits for the last position only (sampling).
+        """
+        x = self.hidden(idx, cache=cache, attention_mask=attention_mask, positions=positions)
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.logits(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)

@@ -81,9 +81,10 @@ GPU_PEAK_TFLOPS = (
 class LMLoss(nn.Module):
     """A GPT and its next-token loss as one module, so that DDP, FSDP2 and torch.compile wrap both.
 
-    The forward pass is GPT.forward's training path (no cache, no padding) up
-    to the final LayerNorm; the loss is then computed by `lm_loss` from the
-    hidden states (tests/test_train.py checks it against GPT.forward).
+    The model's trunk (`GPT.hidden`) gives the final hidden states; the loss is
+    then computed by `lm_loss` from them and the output embedding, without the
+    whole batch's logits in float32 (tests/test_train.py checks it against
+    GPT.forward).
     """
 
     def __init__(self, gpt: GPT):
@@ -91,13 +92,7 @@ class LMLoss(nn.Module):
         self.gpt = gpt
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        tr = self.gpt.transformer
-        positions = torch.arange(idx.shape[1], device=idx.device)
-        x = tr.drop(tr.wte(idx) + tr.wpe(positions))
-        for block in tr.h:
-            x = block(x)
-        x = tr.ln_f(x)
-        return lm_loss(x, self.gpt.lm_head.weight, targets, self.gpt.config.vocab_size, reduction)
+        return lm_loss(self.gpt.hidden(idx), self.gpt.lm_head.weight, targets, self.gpt.config.vocab_size, reduction)
 
 
 def lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int, reduction: str = "mean") -> torch.Tensor:

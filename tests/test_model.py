@@ -149,6 +149,21 @@ def test_last_only_and_tied_embeddings():
     torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-6)
 
 
+def test_trunk_is_the_hidden_state_transformers_returns():
+    """GPT.hidden is the trunk: equal to transformers' last hidden state (after ln_f), and forward is its head."""
+    hf = hf_gpt2(2, 4, 32, 101, 24)
+    model = ours_from_hf(hf, pad_vocab_to=64)
+    idx = torch.randint(0, 101, (2, 12), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        h = model.hidden(idx)
+        ref = hf(idx, output_hidden_states=True).hidden_states[-1]
+        logits, _ = model(idx)
+    assert h.shape == (2, 12, 32)
+    torch.testing.assert_close(h, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.logits(h), logits, atol=0, rtol=0)
+    assert model.logits(h).shape[-1] == 101  # the embedding's padding rows are cut off
+
+
 def test_cache_select_continues_each_row():
     model = ours_from_hf(hf_gpt2(2, 4, 32, 101, 24))
     g = torch.Generator().manual_seed(7)

@@ -120,17 +120,11 @@ class Scorer:
     # -- the network ---------------------------------------------------------
 
     def hidden(self, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Final hidden states (B, T, n_embd): `model.forward` up to the last LayerNorm, with the
-        vocabulary projection run for the last position only (`last_only`), so that scoring can
-        project just the positions it needs."""
-        captured: list[torch.Tensor] = []
-        hook = self.model.transformer.ln_f.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            self.model(idx, last_only=True, **kwargs)
-        finally:
-            hook.remove()
+        """Final hidden states (B, T, n_embd) from the model's trunk (`GPT.hidden`), so that scoring can
+        project just the positions it needs onto the vocabulary."""
+        h = self.model.hidden(idx, **kwargs)
         self.tokens_run += idx.numel()
-        return captured[0]
+        return h
 
     def _token_scores(
         self,
