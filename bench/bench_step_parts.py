@@ -32,15 +32,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from bench_attention import paired  # noqa: E402
 
-import gpt2.train  # noqa: E402
+import gpt2.train.loss  # noqa: E402
+import gpt2.train.optim  # noqa: E402
 from gpt2 import kernels  # noqa: E402
 from gpt2.train import cpu_name  # noqa: E402
 
 # what each part replaced: (module, attribute, the old value)
 PARTS = {
-    "chunks": (gpt2.train, "chunk_rows", lambda n, vocab: max(1, gpt2.train.CHUNK_ELEMENTS // vocab)),
-    "product": (gpt2.train, "logits_in_one_product", lambda h: False),
-    "norm": (gpt2.train, "grad_norm", lambda grads: torch.nn.utils.get_total_norm(grads, foreach=True)),
+    "chunks": (gpt2.train.loss, "chunk_rows", lambda n, vocab: max(1, gpt2.train.loss.CHUNK_ELEMENTS // vocab)),
+    "product": (gpt2.train.loss, "logits_in_one_product", lambda h: False),
+    "norm": (gpt2.train.optim, "grad_norm", lambda grads: torch.nn.utils.get_total_norm(grads, foreach=True)),
 }
 
 
@@ -60,7 +61,7 @@ def norms(pairs: int) -> None:
 
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(p.shape, generator=g) * 1e-3 for p in GPT(GPTConfig(pad_vocab_to=64)).parameters()]
-    ours, theirs, ratio = paired(lambda: gpt2.train.grad_norm(grads), lambda: PARTS["norm"][2](grads), pairs)
+    ours, theirs, ratio = paired(lambda: gpt2.train.optim.grad_norm(grads), lambda: PARTS["norm"][2](grads), pairs)
     print(f"gradient norm of GPT-2 124M-shaped gradients: dot products {1e3 * ours:.1f} ms, "
           f"get_total_norm {1e3 * theirs:.1f} ms, paired {ratio:.2f}x")
 

@@ -52,14 +52,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import gpt2.model  # noqa: E402
 from gpt2 import kernels  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
-from gpt2.train import (  # noqa: E402
-    LMLoss,
-    clip_in_optimizer,
-    cpu_name,
-    flops_per_token,
-    measure_matmul_tflops,
-    parameter_groups,
-)
+from gpt2.train.hardware import cpu_name, measure_matmul_tflops  # noqa: E402
+from gpt2.train.loss import LMLoss  # noqa: E402
+from gpt2.train.metrics import flops_per_token  # noqa: E402
+from gpt2.train.optim import clip_in_optimizer, parameter_groups  # noqa: E402
 
 
 def ours(seq: int, compile_: bool, device: str = "cpu", mode: str | None = None):

@@ -4,8 +4,8 @@ The contenders of bench_train.py, on the GPU, in bfloat16 autocast, with the
 same fused AdamW (lr 6e-4, betas 0.9/0.95, weight decay 0.1) and clipping at
 1.0, on the same random token batches:
 
-    ours+compile   what `gpt2 train --compile` runs: gpt2.train.LMLoss compiled whole,
-                   clipping folded into the fused AdamW (gpt2.train.clip_in_optimizer)
+    ours+compile   what `gpt2 train --compile` runs: gpt2.train.loss.LMLoss compiled whole,
+                   clipping folded into the fused AdamW (gpt2.train.optim.clip_in_optimizer)
     ours           the same, eager
     HF             transformers.GPT2LMHeadModel, SDPA attention, its own loss (labels=), eager
     HF+compile     the same under torch.compile
@@ -14,9 +14,9 @@ same fused AdamW (lr 6e-4, betas 0.9/0.95, weight decay 0.1) and clipping at
 Each contender warms up (compiling), then rounds of steps alternate between
 them so that all see the same clocks; the figure is the median step time over
 all rounds. Each step ends with loss.item(), as a training loop that logs its
-loss does. MFU is gpt2.train.flops_per_token (6 per weight of every product
+loss does. MFU is gpt2.train.metrics.flops_per_token (6 per weight of every product
 plus attention's 12 L C T) times tokens per second, over the device's dense
-bfloat16 datasheet peak (gpt2.train.GPU_PEAK_TFLOPS) and over the peak of
+bfloat16 datasheet peak (gpt2.train.hardware.GPU_PEAK_TFLOPS) and over the peak of
 8192^3 bfloat16 products measured here. Memory is the step's peak allocation
 above what was allocated before it.
 
@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_train import huggingface, make_step, ours, plain  # noqa: E402
 
 from gpt2.model import GPTConfig  # noqa: E402
-from gpt2.train import flops_per_token, measure_matmul_tflops, peak_tflops  # noqa: E402
+from gpt2.train.hardware import measure_matmul_tflops, peak_tflops  # noqa: E402
+from gpt2.train.metrics import flops_per_token  # noqa: E402
 
 CONTENDERS = ("ours+compile", "ours", "HF", "HF+compile", "nanoGPT+compile")
 
@@ -116,7 +117,8 @@ def main() -> None:
         torch.backends.cuda.enable_math_sdp(False)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name()
-    datasheet, source = peak_tflops(torch.device(device), torch.bfloat16)
+    peak = peak_tflops(torch.device(device), torch.bfloat16)
+    datasheet, source = peak.tflops, peak.source
     measured = measure_matmul_tflops(torch.device(device), torch.bfloat16, seconds=3.0)
     print(f"device: {name}; torch {torch.__version__}, transformers {transformers.__version__}; "
           f"compile mode {args.mode or 'default'}, SDPA backend {args.sdpa}")

@@ -159,6 +159,15 @@ def load(path: Path) -> Checkpoint:
     return Checkpoint(path, model, _unflatten_optimizer(tensors, state.pop("optimizer_param_groups")), rng, state)
 
 
+def read_state(path: Path) -> dict | None:
+    """A checkpoint's state.json alone (cheap: no tensors), or None if it cannot be read; `load` reports why."""
+    try:
+        state = json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def rotate(root: Path, keep_last: int, keep_best: bool) -> None:
     """Delete all checkpoints but the newest `keep_last` and (with keep_best) the one with the lowest held-out loss."""
     found = list_checkpoints(root)

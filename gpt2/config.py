@@ -528,8 +528,11 @@ class TrainOptim:
     """AdamW, linear warm-up then cosine decay (GPT-1 section 4.1; GPT-3 Table 2.1 for the values)."""
 
     lr: float = opt(6e-4, "peak learning rate, reached after the warm-up")
-    final_lr_fraction: float = opt(0.1, "the cosine decays the learning rate to this fraction of lr at max_steps")
-    warmup_steps: int = opt(700, "steps of linear warm-up from 0 to lr")
+    schedule: Literal["cosine", "linear"] = opt("cosine", "decay after the warm-up: a cosine (pre-training) or a straight line (GPT-1's fine-tuning)")
+    final_lr_fraction: float = opt(0.1, "the decay ends at this fraction of lr, at the last step")
+    warmup_steps: int | None = opt(None, "steps of linear warm-up from 0 to lr (default: warmup_fraction of the run if set, "
+                                         "else 700 steps, at most a tenth of the run)")
+    warmup_fraction: float | None = opt(None, "warm-up as a fraction of the run's steps (used when warmup_steps is not set)")
     weight_decay: float = opt(0.1, "decoupled weight decay, applied to matrices only (GPT-1: 0.01)")
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.95, "AdamW beta2")
@@ -542,8 +545,10 @@ class TrainOptim:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ConfigError(f"optim.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
-        if self.warmup_steps < 0:
+        if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction <= 1.0:
+            raise ConfigError(f"optim.warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
             raise ConfigError("optim.weight_decay and optim.grad_clip must be 0 or more, optim.eps positive")
         for name in ("beta1", "beta2"):
@@ -620,7 +625,8 @@ class TrainConfig:
     parallel: Literal["ddp", "fsdp"] = opt("ddp", "under torchrun: replicate the model (ddp) or shard it per block (fsdp, FSDP2)")
     seed: int = opt(1337, "seeds the initial weights, the data order and dropout")
     resume: bool = opt(False, "continue from the newest checkpoint in OUT (start afresh if there is none)")
-    threads: int = opt(0, "CPU threads per process (0: PyTorch's default)")
+    threads: int = opt(0, "CPU threads per process (0: the cores no other process is busy with, measured at start; "
+                          "give a number for runs that must resume bit for bit)")
     max_nonfinite: int = opt(3, "stop after this many steps in a row with a NaN or infinite loss")
     model: TrainModel = opt(factory=TrainModel)
     data: TrainData = opt(factory=TrainData)
@@ -642,8 +648,11 @@ class TrainConfig:
                 f"global_batch_tokens ({self.global_batch_tokens:,}) must be a multiple of batch_size x model.block_size "
                 f"({self.batch_size} x {self.model.block_size} = {self.batch_size * self.model.block_size:,})"
             )
-        if self.optim.warmup_steps > self.max_steps:
-            raise ConfigError(f"optim.warmup_steps ({self.optim.warmup_steps}) is longer than max_steps ({self.max_steps})")
+        if self.optim.warmup_steps is not None and self.optim.warmup_steps > self.max_steps:
+            raise ConfigError(
+                f"optim.warmup_steps ({self.optim.warmup_steps}) is longer than max_steps ({self.max_steps}); lower it, "
+                f"or leave it unset for a warm-up of a tenth of the run"
+            )
         if self.threads < 0 or self.max_nonfinite < 1:
             raise ConfigError("threads must be 0 or more and max_nonfinite at least 1")
         if self.device != "auto" and not (self.device == "cpu" or self.device.split(":")[0] in ("cuda", "mps")):

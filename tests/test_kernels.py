@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from gpt2 import kernels
 from gpt2.model import GPT, GPTConfig
-from gpt2.train import LMLoss, lm_loss
+from gpt2.train.loss import LMLoss, lm_loss
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="needs gpt2._gemv compiled and a CPU with AVX512-BF16")
 
@@ -189,9 +189,9 @@ def test_cross_entropy_rows_leaves_what_it_cannot_do_alone():
 def test_lm_loss_without_the_kernel_against_the_full_logits(dtype, monkeypatch):
     """float32 / float64 (no kernel): each chunk's logits are made inside the gradient buffer and turned into the
     gradient there; losses and gradients must equal F.cross_entropy of the whole logits."""
-    import gpt2.train
+    import gpt2.train.loss
 
-    monkeypatch.setattr(gpt2.train, "CHUNK_ELEMENTS", 100 * 80)  # chunks of 128 rows (100 rounded up), the last one short
+    monkeypatch.setattr(gpt2.train.loss, "CHUNK_ELEMENTS", 100 * 80)  # chunks of 128 rows (100 rounded up), the last one short
     torch.manual_seed(5)
     h = torch.randn(2, 150, 32, dtype=dtype, requires_grad=True)
     w = torch.randn(80, 32, dtype=dtype, requires_grad=True)  # 80 rows, 75 real
@@ -222,16 +222,16 @@ def test_lm_loss_with_the_kernel_matches_the_pytorch_ops(no_kernels):
         per_row = lm_loss(hh.detach().view(7, 100, C), ww.detach(), targets.view(7, 100), vocab, reduction="none")
         return loss, per_row, hh.grad, ww.grad
 
-    import gpt2.train
+    import gpt2.train.loss
 
-    old = gpt2.train.CHUNK_ELEMENTS
-    gpt2.train.CHUNK_ELEMENTS = 128 * V
+    old = gpt2.train.loss.CHUNK_ELEMENTS
+    gpt2.train.loss.CHUNK_ELEMENTS = 128 * V
     try:
         with_kernel = run()
         no_kernels()
         without = run()
     finally:
-        gpt2.train.CHUNK_ELEMENTS = old
+        gpt2.train.loss.CHUNK_ELEMENTS = old
     torch.testing.assert_close(with_kernel[0], without[0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(with_kernel[1], without[1], rtol=1e-5, atol=1e-5)
     for a, b in zip(with_kernel[2:], without[2:]):
@@ -315,7 +315,8 @@ _STEPS_SCRIPT = """
 import resource, statistics, sys, torch
 from gpt2 import kernels
 from gpt2.model import GPT, GPTConfig
-from gpt2.train import LMLoss, clip_in_optimizer
+from gpt2.train.loss import LMLoss
+from gpt2.train.optim import clip_in_optimizer
 retained = sys.argv[1] == "retain" and kernels.retain_freed_memory()
 torch.manual_seed(0)
 model = LMLoss(GPT(GPTConfig(block_size=128, n_layer=1, n_head=2, n_embd=64, pad_vocab_to=64)))

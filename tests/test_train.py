@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from conftest import REPO, SHARED, read_text
 from gpt2 import checkpoint
-from gpt2 import train as train_mod
+from gpt2.train import loss as loss_mod
+from gpt2.train import optim as optim_mod
 from gpt2.config import PrepareConfig, TrainConfig, from_dict, to_toml
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, GPTConfig
@@ -118,11 +119,11 @@ def _restore_threads():
 @pytest.mark.parametrize("pad", [1, 64])
 @pytest.mark.parametrize("formula", ["one product", "chunked products", "compiled"])
 def test_lm_loss_equals_cross_entropy_of_the_model_logits(pad, formula, monkeypatch):
-    monkeypatch.setattr(train_mod, "CHUNK_ELEMENTS", 7 * 1000)  # several chunks, the last one partial
+    monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", 7 * 1000)  # several chunks, the last one partial
     # a product per chunk is what the bfloat16 kernel gets; without the kernel training makes one product
-    monkeypatch.setattr(train_mod, "logits_in_one_product", lambda h: formula == "one product")
+    monkeypatch.setattr(loss_mod, "logits_in_one_product", lambda h: formula == "one product")
     if formula == "compiled":  # the formula lm_loss hands torch.compile (padding masked with -inf), run eagerly
-        monkeypatch.setattr(train_mod, "lm_loss", train_mod.full_logits_loss)
+        monkeypatch.setattr(loss_mod, "lm_loss", loss_mod.full_logits_loss)
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=1000, pad_vocab_to=pad)).double()
     x, y = torch.randint(0, 1000, (3, 16)), torch.randint(0, 1000, (3, 16))
@@ -156,11 +157,11 @@ def test_lm_loss_in_bfloat16_stays_close_to_float32():
 def test_chunks_of_the_loss_are_multiples_of_64_rows_and_no_more_than_the_plain_split():
     for n in (1, 5, 63, 64, 65, 300, 1024, 4097, 8192):
         for vocab in (1000, 50257, 50304):
-            rows, cap = train_mod.chunk_rows(n, vocab), max(1, train_mod.CHUNK_ELEMENTS // vocab)
+            rows, cap = loss_mod.chunk_rows(n, vocab), max(1, loss_mod.CHUNK_ELEMENTS // vocab)
             assert rows % 64 == 0 or rows == min(n, cap) <= 64
             assert rows < min(n, cap) + 64
             assert -(-n // rows) <= -(-n // min(n, cap))
-    assert train_mod.chunk_rows(1024, 50304) == 256  # 4 x 256 rows, where the plain quotient made 333 + 333 + 333 + 25
+    assert loss_mod.chunk_rows(1024, 50304) == 256  # 4 x 256 rows, where the plain quotient made 333 + 333 + 333 + 25
 
 
 def test_gradient_norm_against_float64_and_clipping_inside_adamw_equals_clip_grad_norm(monkeypatch):
@@ -170,11 +171,11 @@ def test_gradient_norm_against_float64_and_clipping_inside_adamw_equals_clip_gra
     want = torch.sqrt(sum(g.double().square().sum() for g in grads))
     with monkeypatch.context() as m:  # contiguous float32 CPU gradients: dot products, not torch's norms
         m.setattr(torch.nn.utils, "get_total_norm", None)
-        norm = train_mod.grad_norm(grads)
+        norm = optim_mod.grad_norm(grads)
     assert norm.dtype == torch.float32 and abs(norm.item() / want.item() - 1) < 1e-6
     # non-contiguous and bfloat16 gradients take torch's norms
-    assert abs(train_mod.grad_norm([g.t() if g.dim() == 2 else g for g in grads]).item() / want.item() - 1) < 1e-4
-    assert abs(train_mod.grad_norm([g.bfloat16() for g in grads]).item() / want.item() - 1) < 1e-2
+    assert abs(optim_mod.grad_norm([g.t() if g.dim() == 2 else g for g in grads]).item() / want.item() - 1) < 1e-4
+    assert abs(optim_mod.grad_norm([g.bfloat16() for g in grads]).item() / want.item() - 1) < 1e-2
 
     gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=300))
     x = torch.randint(0, 300, (2, 17))
@@ -185,7 +186,7 @@ def test_gradient_norm_against_float64_and_clipping_inside_adamw_equals_clip_gra
         for _ in range(3):
             model(x[:, :-1], x[:, 1:]).mul(100).backward()  # gradients well above the clipping norm
             if clip == "in the optimizer":
-                norm = train_mod.clip_in_optimizer(opt, model.parameters(), 0.5)
+                norm = optim_mod.clip_in_optimizer(opt, model.parameters(), 0.5)
                 assert norm > 5
             elif clip == "clip_grad_norm_":
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -218,6 +219,20 @@ def test_learning_rate_schedule():
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
     assert lr_at(110, 1e-3, 10, 110, 0.1) == pytest.approx(1e-4)
     assert lr_at(0, 1e-3, 0, 10, 0.0) == pytest.approx(1e-3)
+    # GPT-1's fine-tuning: a straight line down to 0 after the warm-up
+    linear = [lr_at(s, 1e-3, 10, 110, 0.0, "linear") for s in range(111)]
+    assert linear[9] == pytest.approx(1e-3) and linear[60] == pytest.approx(0.5e-3) and linear[110] == 0.0
+
+
+@pytest.mark.parametrize(
+    "warmup_steps, fraction, max_steps, expected",
+    [(None, None, 50, 5), (None, None, 100_000, 700), (None, None, 5, 0), (None, 0.002, 3000, 6), (None, 0.002, 10, 1), (12, 0.5, 50, 12)],
+)
+def test_warmup_defaults_to_a_tenth_of_a_short_run(warmup_steps, fraction, max_steps, expected):
+    from gpt2.config import TrainOptim
+    from gpt2.train.optim import warmup_steps as resolve
+
+    assert resolve(TrainOptim(warmup_steps=warmup_steps, warmup_fraction=fraction), max_steps) == expected
 
 
 def test_flops_per_token_counts_every_matmul():
@@ -238,8 +253,50 @@ def test_gpu_peaks_come_from_the_datasheet_table(monkeypatch):
         ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0),
     ]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
-        assert peak_tflops(torch.device("cuda", 0), torch.bfloat16) == (peak, f"{name} datasheet")
-    assert peak_tflops(torch.device("cpu"), torch.bfloat16, 1.5) == (1.5, "given")
+        got = peak_tflops(torch.device("cuda", 0), torch.bfloat16)
+        assert (got.tflops, got.source) == (peak, f"{name} datasheet")
+    given = peak_tflops(torch.device("cpu"), torch.bfloat16, 1.5)
+    assert (given.tflops, given.source) == (1.5, "given")
+
+
+def test_a_cpu_peak_is_measured_once_per_machine_and_mfu_never_exceeds_100(monkeypatch, tmp_path):
+    """The first run measures the CPU's peak and caches it; the next reads the cache. A step that beats the
+    peak (measured while the machine was busy) raises it, in the cache too, so MFU stays at or below 100%."""
+    from gpt2.train import hardware
+
+    monkeypatch.setenv("GPT2_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(hardware, "measure_matmul_tflops", lambda device, dtype: calls.append(dtype) or 0.5)
+    first = peak_tflops(torch.device("cpu"), torch.float32)
+    second = peak_tflops(torch.device("cpu"), torch.float32)
+    assert calls == [torch.float32] and first.tflops == second.tflops == 0.5 and "cached" in second.source
+    second.observe(0.4e12)
+    assert second.tflops == 0.5  # below the peak: nothing changes
+    second.observe(0.8e12)  # a step ran faster than the "peak": it was measured under load
+    assert second.tflops == 0.8 and 0.8e12 / second.flops == 1.0
+    assert peak_tflops(torch.device("cpu"), torch.float32).tflops == 0.8 and calls == [torch.float32]
+    assert "0.8" in second.describe()
+
+
+def test_measuring_an_emulated_dtype_stays_on_small_products():
+    """bfloat16 on a CPU without bfloat16 products runs at ~1 GFLOP/s: the measurement must not try 4096^3."""
+    import time as time_mod
+
+    from gpt2.train import hardware
+
+    t = time_mod.perf_counter()
+    assert hardware.measure_matmul_tflops(torch.device("cpu"), torch.float64, seconds=0.3) > 0
+    assert time_mod.perf_counter() - t < 5
+
+
+def test_threads_are_the_cores_no_other_process_is_using():
+    from gpt2.train.hardware import choose_threads
+
+    assert choose_threads(3) == 3  # given: kept
+    assert choose_threads(0, cores=2, busy=0) == 2
+    assert choose_threads(0, cores=2, busy=1) == 1  # one core busy: one thread, not two fighting over one core
+    assert choose_threads(0, cores=2, busy=5) == 1
+    assert choose_threads(0, cores=16, busy=3) == 13
 
 
 # ----------------------------------------------------------------------------
@@ -296,10 +353,10 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
 def test_nonfinite_loss_skips_the_update_and_stops_after_a_few(tiny_data, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(tiny_data, tmp_path / "run", max_steps=20, max_nonfinite=3, checkpoint={"interval": 0}))
     trainer.step()
-    real = train_mod.lm_loss
+    real = loss_mod.lm_loss
     poisoned = {3, 5, 6, 7}  # step numbers (1-based) whose loss is NaN
     monkeypatch.setattr(
-        train_mod, "lm_loss", lambda *a, **k: real(*a, **k) * (math.nan if trainer.step_count + 1 in poisoned else 1.0)
+        loss_mod, "lm_loss", lambda *a, **k: real(*a, **k) * (math.nan if trainer.step_count + 1 in poisoned else 1.0)
     )
     trainer.step()
     before = {n: p.detach().clone() for n, p in trainer.gpt.named_parameters()}
