@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -31,10 +32,22 @@ def reference(tmp_path_factory):
     data = make_dataset(root)
     cfg = dict(
         dtype="float32", max_steps=6, batch_size=4, global_batch_tokens=16 * 32,
-        model={"dropout": 0.0}, eval={"interval": 3}, checkpoint={"interval": 6},
+        model={"dropout": 0.0}, eval={"interval": 3}, checkpoint={"interval": 3, "keep_last": 5},
     )
     Trainer(tiny_config(data, root / "single", **cfg)).run()
     return root, data, cfg
+
+
+@pytest.fixture(scope="module")
+def layouts(reference):
+    """The same run under DDP and FSDP2 (2 processes), beside the single-process one: {layout: run directory}."""
+    root, data, cfg = reference
+    runs = {"one": root / "single"}
+    for parallel in ("ddp", "fsdp"):
+        r = torchrun(tiny_config(data, root / parallel, parallel=parallel, **cfg), root, parallel)
+        assert "2 process(es) x 2 micro-batch(es) x 4 x 32 tokens" in r.stderr
+        runs[parallel] = root / parallel
+    return runs
 
 
 def torchrun(cfg, root, name):
@@ -54,10 +67,8 @@ def metrics(run_dir):
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one(reference, parallel):
+def test_two_processes_match_one(reference, layouts, parallel):
     root, data, cfg = reference
-    r = torchrun(tiny_config(data, root / parallel, parallel=parallel, **cfg), root, parallel)
-    assert "2 process(es) x 2 micro-batch(es) x 4 x 32 tokens" in r.stderr
     single_losses, single_val = metrics(root / "single")
     losses, val = metrics(root / parallel)
     assert len(losses) == 6 and len(val) == 2
@@ -68,3 +79,28 @@ def test_two_processes_match_one(reference, parallel):
     assert_same_weights(a, b, 2e-6)
     # the checkpoint holds both processes' random states, for an exact resume
     assert set(load_file(root / parallel / "checkpoints" / "step_0000006" / "rng.safetensors")) == {"rank0.cpu", "rank1.cpu"}
+
+
+@pytest.mark.parametrize(
+    "first, then", [("fsdp", "one"), ("one", "fsdp"), ("ddp", "one"), ("one", "ddp"), ("ddp", "fsdp"), ("fsdp", "ddp")]
+)
+def test_a_checkpoint_resumes_in_every_other_layout(reference, layouts, tmp_path, first, then):
+    """A run checkpointed at step 3 in one layout (one process, DDP or FSDP2) and resumed to step 6 in another ends
+    where the one-process run ends, up to float32 summation order; the global batch and the data order are kept."""
+    root, data, cfg = reference
+    run = tmp_path / f"{first}-{then}"
+    shutil.copytree(layouts[first], run)
+    shutil.rmtree(run / "checkpoints" / "step_0000006")
+    resumed = tiny_config(data, run, resume=True, **{**cfg, "global_batch_tokens": 0})  # the batch comes from the checkpoint
+    if then == "one":
+        result = Trainer(resumed)
+        assert result.job.tokens_per_step == 16 * 32 and result.loader.accum == 4
+        result.run()
+    else:
+        r = torchrun(tiny_config(data, run, resume=True, parallel=then, **{**cfg, "global_batch_tokens": 0}), tmp_path, then)
+        assert "keeping this run's global batch of 512 tokens per step" in r.stderr or first != "one", r.stderr[-2000:]
+    want = load_file(root / "single" / "checkpoints" / "step_0000006" / "model.safetensors")
+    got = load_file(run / "checkpoints" / "step_0000006" / "model.safetensors")
+    assert_same_weights(want, got, 2e-6)
+    losses, _ = metrics(run)
+    assert losses == pytest.approx(metrics(root / "single")[0], rel=2e-5)

@@ -672,3 +672,24 @@ def test_cuda_training(tiny_data, tmp_path, dtype, compile_):
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.5
     assert summary["val_bpb"] is not None and 0 < [r for r in records if r["kind"] == "train"][-1]["mfu"] < 1
+
+
+def test_resuming_on_another_number_of_processes_keeps_the_global_batch(tiny_data, tmp_path, caplog):
+    """With global_batch_tokens = 0 a step is one micro-batch per process: a run saved by 2 processes (2 x 4 x 32
+    tokens per step) and resumed by one keeps 256 tokens per step, by accumulating 2 micro-batches."""
+    from gpt2.train.pretrain import global_batch_tokens
+
+    cfg = tiny_config(tiny_data, tmp_path / "run")
+    assert global_batch_tokens(cfg, 32, 1, None) == 4 * 32
+    saved = {"step": 3, "tokens": 3 * 256, "tokens_per_step": 256, "world_size": 2}
+    with caplog.at_level("INFO"):
+        assert global_batch_tokens(cfg, 32, 1, saved) == 256
+    assert "keeping this run's global batch of 256 tokens per step (written by 2 process(es))" in caplog.text
+    legacy = {"step": 3, "tokens": 3 * 256, "world_size": 2}  # checkpoints written before tokens_per_step was stored
+    assert global_batch_tokens(cfg, 32, 1, legacy) == 256
+    changed = tiny_config(tiny_data, tmp_path / "run", global_batch_tokens=512)
+    with caplog.at_level("WARNING"):
+        assert global_batch_tokens(changed, 32, 1, saved) == 512
+    assert "the global batch changes from 256 to 512 tokens per step" in caplog.text
+    with pytest.raises(GPT2Error, match="do not divide: choose a --batch-size that does"):
+        global_batch_tokens(tiny_config(tiny_data, tmp_path / "run", batch_size=3), 32, 1, saved)
