@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from gpt2 import config as C
@@ -86,6 +88,9 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     if int(os.environ.get("RANK", "0")) != 0 and not verbose:
         level = logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # other libraries' INFO lines ("generated new fontManager") are not the command's output
+    for name in ("matplotlib", "PIL", "urllib3", "asyncio"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 _OS_FIXES = {
@@ -109,6 +114,25 @@ def os_error_message(e: OSError) -> str:
     return f"{where}: {e.strerror or e}" + (f"; {fix}" if fix else "")
 
 
+def user_error(message: str) -> int:
+    """Report a user error as one line; returns the exit status (2).
+
+    Under torchrun every process meets the same error: rank 0 prints it, and each process also writes it to
+    torchrun's error file, so that torchrun's failure summary names it as the root cause instead of "<N/A>".
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            with open(error_file, "w", encoding="utf-8") as f:
+                # torchrun's own format; it shows py_callstack as the failure's "traceback"
+                json.dump({"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}, f)
+        except OSError:
+            pass
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args._quiet, args._verbose)
@@ -116,13 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = C.resolve(args._cls, C.overrides_from_args(args), args._config_file)
         run(args._name, cfg)
     except GPT2Error as e:
-        print(f"gpt2 {args._name}: error: {e}", file=sys.stderr)
-        return 2
+        return user_error(f"gpt2 {args._name}: error: {e}")
     except OSError as e:  # a file the user named: unreadable, a directory, disk full
         if isinstance(e, BrokenPipeError):  # `gpt2 ... | head`
             return 0
-        print(f"gpt2 {args._name}: error: {os_error_message(e)}", file=sys.stderr)
-        return 2
+        return user_error(f"gpt2 {args._name}: error: {os_error_message(e)}")
     except KeyboardInterrupt:
         print(f"gpt2 {args._name}: interrupted", file=sys.stderr)
         return 130

@@ -104,3 +104,26 @@ def test_a_checkpoint_resumes_in_every_other_layout(reference, layouts, tmp_path
     assert_same_weights(want, got, 2e-6)
     losses, _ = metrics(run)
     assert losses == pytest.approx(metrics(root / "single")[0], rel=2e-5)
+
+
+def test_a_user_error_under_torchrun_is_one_line_and_torchruns_root_cause(reference, tmp_path):
+    """Rank 0 prints the one-line error once; torchrun's failure summary names it as the root cause (not "<N/A>")."""
+    root, data, _ = reference
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gpt2", "train",
+         "--data.dir", str(data), "--out", str(tmp_path / "run"), "--max-steps", "5", "--optim.warmup-steps", "10"],
+        cwd=REPO, env={**os.environ, "GPT2_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    message = "gpt2 train: error: optim.warmup_steps (10) is longer than max_steps (5)"
+    assert r.returncode != 0
+    assert r.stderr.splitlines()[0].startswith(message)
+    assert sum(line.startswith(message) for line in r.stderr.splitlines()) == 1
+    assert f"traceback : {message}" in r.stderr and "<N/A>" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_first_smoke_test_needs_no_warmup_setting(reference, tmp_path):
+    """`gpt2 train --data.dir D --max-steps 50`: the default warm-up shrinks to a tenth of the run."""
+    _, data, _ = reference
+    cfg = tiny_config(data, tmp_path / "run", max_steps=50, optim={"warmup_steps": None})
+    assert Trainer(cfg).warmup == 5

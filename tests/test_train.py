@@ -652,6 +652,22 @@ def test_train_command_line_errors(cli, tiny_data, tmp_path):
     assert r.returncode == 2 and "is not UTF-8 text, so not a TOML file" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_the_command_prints_its_own_lines_only(cli, tiny_data, tmp_path):
+    """A first run on a machine draws the plot with a fresh matplotlib font cache: matplotlib's own INFO line
+    ("generated new fontManager") must not reach the output. The peak measured once is cached per machine."""
+    env = {"MPLCONFIGDIR": str(tmp_path / "mpl"), "GPT2_CACHE": str(tmp_path / "cache")}
+    args = ("train", "--data.dir", str(tiny_data), "--max-steps", "2", "--batch-size", "2", "--threads", "1",
+            "--model.n-layer", "1", "--model.n-embd", "32", "--model.n-head", "2", "--model.block-size", "32",
+            "--eval.interval", "0", "--eval.samples", "0", "--log.tensorboard", "false")
+    r = cli(*args, "--out", str(tmp_path / "a"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mpl").is_dir() and (tmp_path / "a" / "loss.png").is_file()  # the cache was built in this run
+    assert "fontManager" not in r.stderr and "font cache" not in r.stderr
+    assert "MFU against the peak" in r.stderr and "cached" not in r.stderr.split("MFU against the peak")[1].splitlines()[0]
+    r = cli(*args, "--out", str(tmp_path / "b"), env=env)
+    assert r.returncode == 0 and "cached" in r.stderr.split("MFU against the peak")[1].splitlines()[0], r.stderr
+
+
 # ----------------------------------------------------------------------------
 # GPUs (not run on the 2-core CI machine: `pytest -m cuda` on a machine with one)
 
