@@ -1,4 +1,4 @@
-"""The end-to-end demo that the README's first command (`make demo`) runs, in a few minutes on 2 CPU cores.
+"""The end-to-end demo that the README's first command (`make demo`) runs: a few minutes on 2 CPU cores.
 
 1. the corpus: Tiny Shakespeare (Karpathy's char-rnn corpus, 1.1 MB), downloaded
    once into the cache and checked against its sha256; offline users pass
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 CORPUS_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
-# The training recipe: sized so that training takes about three minutes on 2 CPU cores
-# (bfloat16 with AMX). configs/demo.toml holds the same settings for `gpt2 train`.
+# The training recipe: sized so that training takes a few minutes on 2 CPU cores (README.md gives
+# measured times). configs/demo.toml holds the same settings for `gpt2 train`.
 RECIPE = {
     "max_steps": 400,
     "batch_size": 16,
@@ -116,6 +116,7 @@ def demo(cfg: DemoConfig) -> dict:
     log.info("[3/4] training")
     from gpt2 import distributed
     from gpt2.train import Trainer
+    from gpt2.train.run_dir import duration
 
     d = distributed.init(train_cfg.device)
     trainer = Trainer(train_cfg, d)
@@ -125,11 +126,15 @@ def demo(cfg: DemoConfig) -> dict:
     held_out = "".join(split_documents(prep, "val")).encode("utf-8")
     zlib_bpb = 8 * len(zlib.compress(held_out, 9)) / len(held_out)
     samples = _samples(trainer, tok)
-    minutes = (time.perf_counter() - t0) / 60
+    this_run = time.perf_counter() - t0
+    resumed = summary["seconds"] - summary["session_seconds"] > 1
+    timing = f"trained in {duration(summary['seconds'])}" + (
+        f" over several runs; this run took {duration(this_run)}" if resumed else f"; {duration(this_run)} in all"
+    )
     lines = [
         "",
         f"Tiny Shakespeare demo: a {trainer.gpt.num_params() / 1e6:.1f}M-parameter GPT, {summary['steps']} steps "
-        f"({summary['tokens']:,} tokens), {minutes:.1f} minutes in all",
+        f"({summary['tokens']:,} tokens) {timing}",
         f"held-out text: {summary['val_bpb']:.3f} bits per byte (loss {summary['val_loss']:.3f} nats per token); "
         f"zlib -9 on the same text: {zlib_bpb:.3f} bits per byte",
         f"loss curve: {Path(train_cfg.out) / 'loss.png'}",

@@ -14,6 +14,7 @@ This file holds the network only: no I/O, optimiser or distributed code.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import typing
@@ -219,6 +220,25 @@ class GPT(nn.Module):
             else:
                 nn.init.zeros_(p)
         self.transformer.wte.weight[self.config.vocab_size :].zero_()  # padding rows are never predicted
+
+    @torch.no_grad()
+    def grow_vocab(self, vocab_size: int, generator: torch.Generator | None = None) -> None:
+        """Make room for tokens added to the tokenizer after training, such as fine-tuning's start, delimiter and
+        extract tokens (GPT-1 section 3.3): the token embedding, tied to the output layer, gains rows drawn
+        from N(0, 0.02); the rows of the tokens it had are unchanged."""
+        old = self.config.vocab_size
+        if vocab_size < old:
+            raise ValueError(f"the vocabulary can only grow: {vocab_size} < {old}")
+        self.config = dataclasses.replace(self.config, vocab_size=vocab_size)
+        weight = self.transformer.wte.weight
+        grown = weight.new_zeros(self.config.padded_vocab_size, self.config.n_embd)
+        grown[:old] = weight[:old]
+        new_rows = torch.randn(vocab_size - old, self.config.n_embd, generator=generator, device=generator.device if generator else None)
+        grown[old:vocab_size] = 0.02 * new_rows.to(grown)
+        self.transformer.wte.weight = nn.Parameter(grown, requires_grad=weight.requires_grad)
+        self.transformer.wte.num_embeddings = grown.shape[0]
+        self.lm_head.weight = self.transformer.wte.weight  # still tied
+        self.lm_head.out_features = grown.shape[0]
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters as the released models count them (tied embeddings once, padding rows excluded)."""

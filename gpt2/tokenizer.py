@@ -363,6 +363,29 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={list(self.special_tokens)})"
 
+    def add_special_tokens(self, names: Sequence[str]) -> list[int]:
+        """Give each of `names` an id as a special token, after the existing ones; returns their ids in order.
+
+        Tokens the tokenizer has already keep their ids, so adding the same names twice changes nothing.
+        Special tokens are never produced by `encode_ordinary`: text that spells one is encoded as ordinary
+        text. Fine-tuning adds GPT-1's start, delimiter and extract tokens this way (the model's embedding
+        grows to match: `GPT.grow_vocab`).
+
+        >>> tok = Tokenizer(vocab=[bytes([b]) for b in range(256)], merges=[])
+        >>> tok.add_special_tokens(["<|start|>", "<|extract|>"]), tok.add_special_tokens(["<|extract|>"]), tok.n_vocab
+        ([256, 257], [257], 258)
+        """
+        ids = []
+        for name in names:
+            if not name:
+                raise GPT2Error("a special token cannot be the empty string")
+            if name not in self.special_tokens:
+                self.special_tokens[name] = len(self.vocab)
+                self.vocab.append(name.encode("utf-8"))
+            ids.append(self.special_tokens[name])
+        self._engine, self._engine_built = None, False  # rebuilt with the new tokens when next needed
+        return ids
+
     # -- training -----------------------------------------------------------
 
     @classmethod

@@ -65,11 +65,14 @@ def tiktoken_gpt2(tmp_path_factory):
     return enc
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m gpt2 ...` in a subprocess, offline."""
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None, timeout: float | None = 600
+) -> subprocess.CompletedProcess:
+    """Run `python -m gpt2 ...` in a subprocess, offline. `timeout` None: as long as it takes (a slow machine
+    makes a long test slower, not red)."""
     full_env = {**os.environ, "GPT2_OFFLINE": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "gpt2", *args], cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "gpt2", *args], cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout
     )
 
 
