@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     "prepare": ("text / JSON lines -> uint16 token shards with a held-out split", "gpt2.data.prepare:prepare", C.PrepareConfig),
     "train": ("pre-train a GPT on token shards (torchrun for several processes)", "gpt2.train:train", C.TrainConfig),
 
+    # ---- fine-tuning
+    "finetune": ("GPT-1's supervised fine-tuning on a labelled task (`gpt2 finetune predict` labels new data)",
+                 "gpt2.finetune.run:finetune", C.FinetuneConfig),
+    "finetune predict": ("label new examples with a fine-tuned model", "gpt2.finetune.run:predict", C.FinetunePredictConfig),
+
     # ---- evaluation
     "eval": ("the paper's zero-shot evaluations on one model (Table 3 and more)", "gpt2.evaluate.run:eval_command", C.EvalConfig),
     "report": ("Table 3 and Figure-1/4 style plots from several `gpt2 eval` runs", "gpt2.evaluate.report:report_command", C.ReportConfig),
@@ -64,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, target, cls) in COMMANDS.items():
         words = name.split()
         sub = top
+        listed = {"help": help_text}
+        if len(words) == 2 and words[0] in COMMANDS:  # `gpt2 finetune predict` beside `gpt2 finetune`: see main()
+            words = ["-".join(words)]
+            listed = {}  # named in the help of its parent command instead
         if len(words) == 2:
             if words[0] not in groups:
                 group = top.add_parser(words[0], help=GROUPS[words[0]], description=GROUPS[words[0]])
                 groups[words[0]] = group.add_subparsers(dest="_subcommand", metavar="COMMAND", required=True)
             sub = groups[words[0]]
-        p = sub.add_parser(words[-1], help=help_text, description=(cls.__doc__ or help_text).strip())
+        p = sub.add_parser(words[-1], **listed, description=(cls.__doc__ or help_text).strip(), prog=f"gpt2 {name}")
         p.add_argument("--config", dest="_config_file", type=Path, metavar="FILE.toml", help="read settings from a TOML file (flags override it)")
         C.add_arguments(p, cls)
         p.set_defaults(_target=target, _cls=cls, _name=name)
@@ -133,8 +142,19 @@ def user_error(message: str) -> int:
     return 2
 
 
+def _join_subcommand(argv: list[str]) -> list[str]:
+    """`gpt2 finetune predict ...` -> `gpt2 finetune-predict ...`: a command that has a subcommand of its own
+    (argparse cannot give one name both options and subcommands)."""
+    for i, word in enumerate(argv):
+        if not word.startswith("-"):
+            if word in COMMANDS and i + 1 < len(argv) and f"{word} {argv[i + 1]}" in COMMANDS:
+                return [*argv[:i], f"{word}-{argv[i + 1]}", *argv[i + 2 :]]
+            return argv
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_subcommand(list(sys.argv[1:] if argv is None else argv)))
     _setup_logging(args._quiet, args._verbose)
     try:
         cfg = C.resolve(args._cls, C.overrides_from_args(args), args._config_file)

@@ -664,6 +664,141 @@ class TrainConfig:
             )
 
 
+# ---- fine-tuning ------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneData:
+    """The task's data: the published files (found under `dir`, in the cache, or downloaded), or files of yours."""
+
+    dir: Path | None = opt(None, "folder of local copies of the task's published files (searched by path, then by name)")
+    train: Path | None = opt(None, "your own training file in the task's format, instead of the published one")
+    eval: Path | None = opt(None, "your own evaluation file in the task's format, instead of the published one")
+    max_train_examples: int | None = opt(None, "use only this many training examples (a seeded sample): shorter runs")
+
+    def __post_init__(self) -> None:
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ConfigError(f"data.max_train_examples must be positive, got {self.max_train_examples}")
+
+
+@dataclass
+class FinetuneOptim(TrainOptim):
+    """GPT-1's fine-tuning (section 4.1): Adam(W), lr 6.25e-5, warm-up over 0.2% of training then a linear
+    decay to 0, weight decay 0.01 on matrices, clipping at 1. Betas and epsilon as GPT-1's released code."""
+
+    lr: float = opt(6.25e-5, "peak learning rate (GPT-1: 6.25e-5)")
+    schedule: Literal["cosine", "linear"] = opt("linear", "decay after the warm-up (GPT-1's fine-tuning: linear)")
+    final_lr_fraction: float = opt(0.0, "the decay ends at this fraction of lr")
+    warmup_fraction: float | None = opt(0.002, "warm-up as a fraction of the run (GPT-1: 0.2%)")
+    weight_decay: float = opt(0.01, "decoupled weight decay on matrices (GPT-1: w = 0.01)")
+    beta2: float = opt(0.999, "AdamW beta2")
+
+
+@dataclass
+class FinetuneEval:
+    """The evaluation split, during and after training."""
+
+    interval: int | None = opt(None, "evaluate every this many steps (default: once per epoch; 0: only at the end)")
+    batch_size: int | None = opt(None, "examples per evaluation batch (default: micro_batch_size)")
+
+    def __post_init__(self) -> None:
+        if self.interval is not None and self.interval < 0:
+            raise ConfigError(f"eval.interval must be 0 or more, got {self.interval}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass
+class FinetuneCheckpoint(TrainCheckpoint):
+    interval: int = opt(0, "save every this many steps (0: at each evaluation)")
+
+
+@dataclass
+class FinetuneLog(TrainLog):
+    tensorboard: bool = opt(False, "write TensorBoard events to OUT/tensorboard (needs the `tensorboard` package)")
+
+
+@dataclass
+class FinetuneConfig:
+    """`gpt2 finetune`: GPT-1's supervised fine-tuning of a model on a labelled task (input transforms, a linear
+    head on the extract token, and the auxiliary language-model loss). Writes OUT/model (the fine-tuned model),
+    OUT/metrics.json, OUT/predictions.jsonl and OUT/loss.png; resumable like `gpt2 train`."""
+
+    task: str = opt(help="cola sst2 mrpc qqp stsb rte mnli-m mnli-mm qnli snli scitail story-cloze race-m race-h")
+    model: Path = opt(help="the model to fine-tune: this project's format (or a training run's folder), a Hugging Face "
+                           "GPT-2 or openai-gpt directory, or OpenAI's release")
+    out: Path = opt(Path("runs/finetune"), "run directory: config, metrics, checkpoints, plot, predictions and the fine-tuned model")
+    tokenizer: str | None = opt(None, "tokenizer directory, or 'gpt2' (default: the model directory's own, else GPT-2's for a 50,257-token model)")
+    lm_coef: float = opt(0.5, "weight λ of the auxiliary language-model loss (GPT-1: 0.5; 0 turns it off)")
+    epochs: float = opt(3.0, "passes over the training examples (GPT-1: 3)")
+    max_steps: int | None = opt(None, "optimizer steps (default: epochs x training examples / batch_size)")
+    batch_size: int = opt(32, "examples per optimizer step across all processes (GPT-1: 32)")
+    micro_batch_size: int | None = opt(None, "examples per forward pass on each process (default: batch_size / processes)")
+    dropout: float = opt(0.1, "dropout in the network and before the head (GPT-1: 0.1)")
+    max_len: int | None = opt(None, "longest input sequence in tokens (default: the model's context); longer examples are truncated")
+    init: Literal["pretrained", "random"] = opt("pretrained", "'random': the same architecture from random weights (GPT-1 Table 5, 'w/o pre-training')")
+    transfer_layers: int | None = opt(None, "keep the embeddings and the first k pre-trained blocks, start the others afresh "
+                                            "(GPT-1 Figure 2, left; default: all)")
+    device: str = opt("auto", "cpu, cuda, cuda:N (auto: the local GPU under torchrun, else cuda if present, else cpu)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "compute precision (auto: bfloat16 where the hardware has it)")
+    compile: bool = opt(False, "compile the model with torch.compile")
+    parallel: Literal["ddp", "fsdp"] = opt("ddp", "under torchrun: replicate the model (ddp) or shard it per block (fsdp)")
+    seed: int = opt(1337, "seeds the head, the added tokens' embeddings, the example order and dropout")
+    resume: bool = opt(False, "continue from the newest checkpoint in OUT")
+    threads: int = opt(0, "CPU threads per process (0: the cores no other process is busy with)")
+    max_nonfinite: int = opt(3, "stop after this many steps in a row with a NaN or infinite loss")
+    data: FinetuneData = opt(factory=FinetuneData)
+    optim: FinetuneOptim = opt(factory=FinetuneOptim)
+    eval: FinetuneEval = opt(factory=FinetuneEval)
+    checkpoint: FinetuneCheckpoint = opt(factory=FinetuneCheckpoint)
+    log: FinetuneLog = opt(factory=FinetuneLog)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        from gpt2.finetune.tasks import task
+
+        task(self.task)  # an unknown task is refused here, with the list of tasks
+        if self.lm_coef < 0:
+            raise ConfigError(f"--lm-coef must be 0 or more, got {self.lm_coef}")
+        if self.epochs <= 0:
+            raise ConfigError(f"--epochs must be positive, got {self.epochs}")
+        for name in ("max_steps", "micro_batch_size", "max_len"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"--batch-size ({self.batch_size}) must be a multiple of --micro-batch-size ({self.micro_batch_size})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.transfer_layers is not None and self.transfer_layers < 0:
+            raise ConfigError(f"--transfer-layers must be 0 or more, got {self.transfer_layers}")
+        if self.transfer_layers is not None and self.init == "random":
+            raise ConfigError("--transfer-layers keeps pre-trained layers; it cannot go with --init random")
+        if self.threads < 0 or self.max_nonfinite < 1:
+            raise ConfigError("--threads must be 0 or more and --max-nonfinite at least 1")
+
+
+@dataclass
+class FinetunePredictConfig:
+    """`gpt2 finetune predict`: label new examples with a fine-tuned model; prints JSON lines or writes them to --output."""
+
+    model: Path = opt(help="a fine-tuned model: the --out folder of `gpt2 finetune`, or its model/ folder")
+    input: Path = opt(help="examples: JSON lines (fields text / text_a, text_b / context, question, choices) or a file "
+                           "in the task's published format (tsv, csv); labels, if present, are reported beside the predictions")
+    output: Path | None = opt(None, "write the predictions here (JSON lines) instead of printing them")
+    task: str | None = opt(None, "the task the model must have been fine-tuned on (a check; default: the model's own)")
+    force: bool = opt(False, "replace an existing --output file")
+    batch_size: int = opt(32, "examples per forward pass")
+    device: str = opt("cpu", "torch device: cpu, cuda, cuda:N")
+    threads: int = opt(0, "CPU threads (0: torch's default)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be positive, got {self.batch_size}")
+
+
 # ---- evaluation -----------------------------------------------------------------
 
 

@@ -182,9 +182,17 @@ def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
 # the project's format
 
 
-def save_model(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | None = None, *, overwrite: bool = False) -> Path:
+def save_model(
+    model: nn.Module,
+    directory: str | Path,
+    tokenizer: Tokenizer | None = None,
+    *,
+    overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Write `model` (unwrapped from compile / DDP / FSDP) and `tokenizer` in the project's format; returns the directory.
 
+    `extra(folder)` writes more files beside them (a fine-tuned model's head), in the same atomic write.
     Under torch.distributed call it on every rank if the model is FSDP-sharded
     (gathering needs all of them) and let only rank 0 pass through to the write.
     """
@@ -206,6 +214,8 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | N
         _write_json(tmp / MODEL_JSON, description)
         if tokenizer is not None:
             tokenizer.save(tmp)
+        if extra is not None:
+            extra(tmp)
 
     path = _write_dir(Path(directory), write, overwrite, "model")
     log.info("saved %s (%s parameters, %s) to %s", type(gpt).__name__, f"{gpt.num_params():,}", description["dtype"], path)

@@ -47,12 +47,16 @@ class Job:
     Subclasses set: `gpt` (the network), `module` (the network and its loss: `module(*batch)` or
     `module(**batch)` returns the mean loss of a micro-batch, or (loss, {name: value}) to log parts of it),
     `batches` (`next()` -> the micro-batches of one step, `state_dict()`, `load_state_dict()`, `epoch`),
-    `max_steps`, `tokens_per_step` (all processes), `flops_per_token` (for MFU; None: not reported) and
-    `dataset` (a fingerprint: a resumed run must read the same data).
+    `max_steps`, `tokens_per_step` (all processes; or examples, with `unit`), `flops_per_token` (for MFU;
+    None: not reported), `dataset` (a fingerprint: a resumed run must read the same data), `eval_interval`
+    and `checkpoint_interval`.
     """
 
     command = "gpt2 train"
+    """the command that runs the job, as messages name it"""
     csv_fields: tuple[str, ...] = CSV_FIELDS
+    unit = "tok"
+    """what `tokens_per_step` counts, as the logs name it ("tok", "examples")"""
     plot_metric: tuple[str, str] | None = None
     """(eval record key, label): an evaluation metric drawn on the loss plot's right axis"""
     gpt: GPT
@@ -62,6 +66,10 @@ class Job:
     tokens_per_step: int
     flops_per_token: float | None = None
     dataset: str = ""
+    eval_interval: int = 0
+    """evaluate every this many steps (0: only at the end)"""
+    checkpoint_interval: int = 0
+    """save every this many steps (0: only at the end)"""
 
     def new_module(self) -> nn.Module:
         """An empty copy of `module` on the loop's device (a whole model gathered from FSDP2 shards goes in it)."""
@@ -101,8 +109,9 @@ class Loop:
     compile, parallel, max_nonfinite and the sections optim, eval (interval), checkpoint and log.
     """
 
-    def __init__(self, cfg, d: Dist | None, make_job: Callable[[Loop, dict | None], Job]):
+    def __init__(self, cfg, d: Dist | None, make_job: Callable[[Loop, dict | None], Job], command: str = "gpt2 train"):
         self.cfg = cfg
+        self.command = command
         self.d = d = d or Dist()
         self.device = d.device
         self.threads = None
@@ -166,12 +175,9 @@ class Loop:
 
     def _resume_decision(self) -> tuple[str | None, str | None, dict | None]:
         """(error, checkpoint to resume from, its state.json), decided on rank 0."""
-        error, path = run_dir.resume_decision(self.out, self.cfg.resume, self.job_command())
+        error, path = run_dir.resume_decision(self.out, self.cfg.resume, self.command)
         saved = checkpoint.read_state(Path(path)) if path else None
         return error, path, saved
-
-    def job_command(self) -> str:
-        return getattr(self.cfg, "command", None) or "gpt2 train"
 
     def _start_records(self, resume_path: str | None) -> None:
         run_dir.write_run_info(self.out, {  # first: marks the folder as a run's
@@ -373,7 +379,7 @@ class Loop:
         self.tokens += self.job.tokens_per_step
         seconds = time.perf_counter() - t0
         record["seconds"] = seconds
-        record["tok_per_s"] = self.job.tokens_per_step / seconds
+        record[f"{self.job.unit}_per_s"] = self.job.tokens_per_step / seconds
         if self.peak:
             achieved = self.job.flops_per_token * record["tok_per_s"] / self.d.world
             self.peak.observe(achieved)
@@ -461,7 +467,8 @@ class Loop:
                     bar.update(1)
                     if record.get("loss") is not None:
                         mfu = f", MFU {100 * record['mfu']:.1f}%" if "mfu" in record else ""
-                        bar.set_postfix_str(f"loss {record['loss']:.3f}, {record['tok_per_s']:,.0f} tok/s{mfu}")
+                        rate = record[f"{self.job.unit}_per_s"]
+                        bar.set_postfix_str(f"loss {record['loss']:.3f}, {rate:,.0f} {self.job.unit}/s{mfu}")
                     if self.nonfinite >= cfg.max_nonfinite:
                         raise GPT2Error(
                             f"the loss or the gradients were NaN or infinite in {self.nonfinite} steps in a row (up to step {self.step_count}); "
@@ -472,8 +479,8 @@ class Loop:
                     if self.step_count % cfg.log.interval == 0 or last:
                         self._log_train(window)
                         window = []
-                    evaluate = (cfg.eval.interval and self.step_count % cfg.eval.interval == 0) or last
-                    save = (cfg.checkpoint.interval and self.step_count % cfg.checkpoint.interval == 0) or last
+                    evaluate = (self.job.eval_interval and self.step_count % self.job.eval_interval == 0) or last
+                    save = (self.job.checkpoint_interval and self.step_count % self.job.checkpoint_interval == 0) or last
                     if evaluate:
                         self._eval_and_sample()
                     if save:
@@ -487,7 +494,7 @@ class Loop:
             where = f"from {found.name}" if found else "from the beginning (no checkpoint yet)"
             log.warning(
                 "interrupted at step %d; to continue %s, run the same `%s` command with --resume "
-                "(`gpt2 demo` resumes by itself)", self.step_count, where, self.job_command(),
+                "(`gpt2 demo` resumes by itself)", self.step_count, where, self.command,
             )
             raise
         finally:
@@ -508,9 +515,9 @@ class Loop:
             mfu = f" | MFU {100 * self.job.flops_per_token * tok_s / self.d.world / self.peak.flops:.1f}%"
         parts = "".join(f" | {k} {sum(r[k] for r in good) / len(good):.4f}" for k in good[-1] if k.endswith("_loss"))
         log.info(
-            "step %d/%d | loss %.4f%s | lr %.2e | grad norm %.2f | %s tok/s%s | ETA %s",
+            "step %d/%d | loss %.4f%s | lr %.2e | grad norm %.2f | %s %s/s%s | ETA %s",
             self.step_count, self.job.max_steps, sum(r["loss"] for r in good) / len(good), parts, good[-1]["lr"],
-            good[-1]["grad_norm"], f"{tok_s:,.0f}", mfu, run_dir.duration(eta),
+            good[-1]["grad_norm"], f"{tok_s:,.0f}", self.job.unit, mfu, run_dir.duration(eta),
         )
 
     def _eval_and_sample(self) -> None:
@@ -557,8 +564,9 @@ class Loop:
                 if summary["seconds"] - summary["session_seconds"] > 1 else ""
             )
             log.info(
-                "trained %d steps (%s tokens) in %s%s: %s; model -> %s, plot -> %s",
-                self.step_count, f"{self.tokens:,}", run_dir.duration(summary["seconds"]), this_session,
+                "trained %d steps (%s %s) in %s%s: %s; model -> %s, plot -> %s",
+                self.step_count, f"{self.tokens:,}", "tokens" if self.job.unit == "tok" else self.job.unit,
+                run_dir.duration(summary["seconds"]), this_session,
                 self.job.eval_line(self.last_eval) if self.last_eval else "no evaluation", self.out / "model", self.out / "loss.png",
             )
         distributed.barrier(self.d)

@@ -109,6 +109,8 @@ class Pretraining(Job):
         )
         self.flops_per_token = flops_per_token(self.config, T)
         self.dataset = self.data.fingerprint
+        self.eval_interval = cfg.eval.interval
+        self.checkpoint_interval = cfg.checkpoint.interval
 
     def new_module(self) -> nn.Module:
         return LMLoss(GPT(self.config)).to(self.device)
