@@ -379,11 +379,21 @@ def _load_hf(directory: Path, device, dtype, pad_vocab_to) -> GPT:
     )
 
 
-def export_hf(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | None = None, *, overwrite: bool = False) -> Path:
+def export_hf(
+    model: nn.Module,
+    directory: str | Path,
+    tokenizer: Tokenizer | None = None,
+    *,
+    overwrite: bool = False,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    config_updates: dict | None = None,
+) -> Path:
     """Write a Hugging Face directory that `transformers` loads: GPT2LMHeadModel (or OpenAIGPTLMHeadModel for norm="post").
 
     With a tokenizer, `vocab.json` + `merges.txt` + `tokenizer_config.json` are written too,
-    so `GPT2Tokenizer.from_pretrained` (and AutoTokenizer) load the same tokenizer.
+    so `GPT2Tokenizer.from_pretrained` (and AutoTokenizer) load the same tokenizer; special tokens
+    beyond <|endoftext|> (fine-tuning's) are declared as such. `extra_tensors` and `config_updates`
+    add a head (a fine-tuned model's, as GPT2DoubleHeadsModel) in the same atomic write.
     """
     gpt = unwrap(model)
     config = gpt.config
@@ -413,6 +423,8 @@ def export_hf(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | No
         hf_config = {"architectures": ["OpenAIGPTLMHeadModel"], "model_type": "openai-gpt", **common, "afn": "gelu"}
     if tokenizer is not None and tokenizer.n_vocab > config.vocab_size:
         raise GPT2Error(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {config.vocab_size}; they do not belong together")
+    hf_state.update({k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
+    hf_config.update(config_updates or {})
 
     def write(tmp: Path) -> None:
         _save_safetensors(hf_state, tmp / "model.safetensors")
@@ -428,6 +440,9 @@ def export_hf(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | No
                           "add_prefix_space": False}
             if ENDOFTEXT in tokenizer.special_tokens:
                 tok_config.update(bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT)
+            others = [t for t in tokenizer.special_tokens if t != ENDOFTEXT]
+            if others:
+                tok_config["additional_special_tokens"] = others
             _write_json(tmp / "tokenizer_config.json", tok_config)
 
     path = _write_dir(Path(directory), write, overwrite, "Hugging Face model")
@@ -736,6 +751,10 @@ def convert_command(cfg) -> Path:
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise GPT2Error("--output is the --input directory; write the converted model somewhere else")
     layout = detect_layout(resolve_run(source)) if source.is_dir() else None
+    if source.is_dir() and (resolve_run(source) / "finetune.json").is_file():  # a fine-tuned model: its head goes along
+        from gpt2.finetune.hf import convert_task_model
+
+        return convert_task_model(resolve_run(source), target, cfg)
     model, tokenizer = load_model(source, dtype=None if cfg.dtype == "keep" else DTYPES[cfg.dtype])
     if cfg.tokenizer is not None:
         tokenizer = load_tokenizer(cfg.tokenizer)

@@ -343,17 +343,46 @@ def test_random_init_and_no_aux_lm(tiny_model, tmp_path):
     assert not torch.allclose(base.transformer.h[0].attn.c_attn.weight, tuned.transformer.h[0].attn.c_attn.weight, atol=1e-3)
 
 
-def test_similarity_and_multiple_choice_runs(tiny_model, tmp_path):
-    """STS-B (both orders, a regression scored by Pearson and Spearman) and Story Cloze (two answers) end to end."""
+def test_a_similarity_task_runs(tiny_model, tmp_path):
+    """STS-B: both orders, a regression scored by Pearson and Spearman, end to end."""
     stsb = finetune(_cfg(tiny_model, tmp_path / "stsb", task="stsb", max_steps=2, eval={"interval": 0}))
     assert set(stsb) >= {"pearson", "spearman"} and all(math.isfinite(stsb[m]) for m in ("pearson", "spearman"))
     preds = [json.loads(line) for line in (tmp_path / "stsb" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 1500 and isinstance(preds[0]["prediction"], float) and preds[0]["label"] == 5.0
-    cloze = finetune(_cfg(tiny_model, tmp_path / "cloze", task="story-cloze", max_steps=2, data={"dir": str(SHARED / "story_cloze")},
-                          eval={"interval": 0}))
-    assert 0 <= cloze["accuracy"] <= 100
-    report = json.loads((tmp_path / "cloze" / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cloze(tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cloze") / "run"
+    summary = finetune(_cfg(tiny_model, out, task="story-cloze", max_steps=2, data={"dir": str(SHARED / "story_cloze")}, eval={"interval": 0}))
+    assert 0 <= summary["accuracy"] <= 100
+    return out
+
+
+def test_a_multiple_choice_model_exports_to_gpt2_double_heads(cli, cloze, finished, tmp_path):
+    """Story Cloze end to end, then `gpt2 convert --to hf`: transformers' GPT2DoubleHeadsModel and its tokenizer, loaded
+    from the export, give our answer logits. A classification model has no such class: refused, nothing written."""
+    report = json.loads((cloze / "metrics.json").read_text())
     assert report["split"] == "test" and report["examples"] == 1871
+    r = cli("convert", "--input", str(cloze), "--output", str(tmp_path / "hf"), "--to", "hf")
+    assert r.returncode == 0, r.stderr
+    hf = transformers.GPT2DoubleHeadsModel.from_pretrained(tmp_path / "hf").eval()
+    hf_tok = transformers.GPT2Tokenizer.from_pretrained(tmp_path / "hf")
+    model, spec, tok, info = load_task_model(cloze)
+    examples = load_split(spec, spec.eval, SHARED / "story_cloze")[0][:4]
+    encoded = [Transform(spec, tok, info["max_len"]).encode(e) for e in examples]
+    batch = collate(encoded, tok.eot_token, regression=False)
+    text = tok.decode(encoded[0].sequences[1])
+    assert hf_tok(text)["input_ids"] == encoded[0].sequences[1]  # the added tokens are special tokens there too
+    with torch.no_grad():
+        ours = model.scores(batch["ids"], batch["extract"])
+        theirs = hf(batch["ids"].view(4, 2, -1), mc_token_ids=batch["extract"]).mc_logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    r = cli("convert", "--input", str(finished), "--output", str(tmp_path / "hf-sst2"), "--to", "hf")
+    assert r.returncode == 2 and "transformers has no class with GPT-1's classification head" in r.stderr
+    assert not (tmp_path / "hf-sst2").exists()
+    r = cli("convert", "--input", str(finished), "--output", str(tmp_path / "copy"))  # this project's format keeps the head
+    assert r.returncode == 0 and (tmp_path / "copy" / HEAD_WEIGHTS).read_bytes() == (finished / "model" / HEAD_WEIGHTS).read_bytes()
 
 
 # ----------------------------------------------------------------------------

@@ -213,6 +213,8 @@ class FineTuning(Job):
         self.loop = loop
         self.device = loop.device
         self.spec = spec = task(cfg.task)
+        train, train_records = load_split(spec, spec.train, cfg.data.dir, cfg.data.train)  # bad data fails before the model loads
+        self.eval_examples, eval_records = load_split(spec, spec.eval, cfg.data.dir, cfg.data.eval)
         gpt, self.tok = base_model(cfg)
         self.config = gpt.config
         self.max_len = cfg.max_len or gpt.config.block_size
@@ -221,11 +223,9 @@ class FineTuning(Job):
         self.transform = Transform(spec, self.tok, self.max_len)
         self.pad = self.tok.eot_token if self.tok.eot_token is not None else 0
 
-        train, train_records = load_split(spec, spec.train, cfg.data.dir, cfg.data.train)
         if cfg.data.max_train_examples is not None and cfg.data.max_train_examples < len(train):
             keep = np.sort(np.random.Generator(np.random.PCG64(cfg.seed)).permutation(len(train))[: cfg.data.max_train_examples])
             train = [train[i] for i in keep]
-        self.eval_examples, eval_records = load_split(spec, spec.eval, cfg.data.dir, cfg.data.eval)
         encoded, cut = self.transform.encode_all(train)
         self.eval_encoded, eval_cut = self.transform.encode_all(self.eval_examples)
         for what, n, total in (("training", cut, len(train)), ("evaluation", eval_cut, len(self.eval_examples))):
