@@ -2,8 +2,8 @@
 
 accuracy (most tasks), Matthews correlation (CoLA), F1 of the positive class
 with accuracy (MRPC, QQP), Pearson and Spearman correlation (STS-B). Written
-here in numpy (a few lines each) rather than importing scikit-learn and SciPy
-for them; tests/test_finetune_metrics.py checks each against those libraries.
+here in numpy (a few lines each; the Matthews correlation is the zero-shot
+suite's) rather than importing scikit-learn and SciPy for them; tests/test_finetune_metrics.py checks each against those libraries.
 Values are percentages, as the paper prints them (a correlation of 0.454 is 45.4).
 
 >>> round(matthews([1, 1, 0, 0], [1, 0, 0, 0]), 1)
@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from gpt2.evaluate.metrics import matthews_corrcoef
 
 
 def accuracy(labels: Sequence, predictions: Sequence) -> float:
@@ -31,12 +33,9 @@ def f1(labels: Sequence[int], predictions: Sequence[int], positive: int = 1) -> 
 
 
 def matthews(labels: Sequence[int], predictions: Sequence[int]) -> float:
-    """Matthews correlation coefficient of binary labels (CoLA); 0 when a class is never predicted or present."""
-    y, p = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
-    tp, tn = float(np.sum(y & p)), float(np.sum(~y & ~p))
-    fp, fn = float(np.sum(~y & p)), float(np.sum(y & ~p))
-    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return 100.0 * float((tp * tn - fp * fn) / denominator) if denominator else 0.0
+    """Matthews correlation coefficient of binary labels (CoLA); 0 when a class is never predicted or present.
+    The same function as CoLA's zero-shot heuristic (gpt2/evaluate/metrics.py), as a percentage."""
+    return 100.0 * matthews_corrcoef([int(y) for y in labels], [int(p) for p in predictions])
 
 
 def pearson(labels: Sequence[float], predictions: Sequence[float]) -> float:
