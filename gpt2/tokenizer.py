@@ -680,6 +680,10 @@ class Tokenizer:
             raise GPT2Error(f"tokenizer directory {path} does not exist")
         if (path / "bpe.json").is_file():
             return cls._load_own(path / "bpe.json")
+        from gpt2.gpt1_tokenizer import Gpt1Tokenizer, is_gpt1_files
+
+        if is_gpt1_files(path):  # GPT-1's word-level BPE (merges with `</w>`), not GPT-2's byte-level one
+            return Gpt1Tokenizer.load(path)
         for enc, merges in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
             if (path / enc).is_file() and (path / merges).is_file():
                 return cls.load_openai(path / enc, path / merges)

@@ -1,0 +1,66 @@
+"""GPT-1's tokenizer (gpt2/gpt1_tokenizer.py) against transformers' OpenAIGPTTokenizer, on a vocabulary learned here
+in GPT-1's layout (vocab.json + merges.txt with `</w>` word ends) by the `tokenizers` library: no download."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SHARED, read_text
+from gpt2.gpt1_tokenizer import Gpt1Tokenizer, normalize
+from gpt2.tokenizer import Tokenizer
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+TEXTS = [
+    "Hello, World! It's a test-case: 3.14 apples cost $5.00...",
+    "Ça va? Naïve café, résumé — “quotes” and ‘single’ «guillemets».",
+    "中文字符 mixed with English, and 日本語 too.",
+    "tabs\tand\nnewlines\r\nand\u00a0no-break\u200bzero-width \x07 bell",
+    "UPPER lower MiXeD don't won't y'all O'Neil e-mail @user #tag 100% a_b",
+    "an unseenword xyzzyq and emoji 🙂 ½",
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A 1,200-symbol GPT-1-style vocabulary learned from Botchan, written as GPT-1's files."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
+    hf.normalizer = normalizers.BertNormalizer(lowercase=True)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=["<unk>"], end_of_word_suffix="</w>", show_progress=False)
+    hf.train_from_iterator(read_text(SHARED / "botchan" / "botchan.txt").splitlines(), trainer)
+    folder = tmp_path_factory.mktemp("gpt1")
+    hf.model.save(str(folder))  # vocab.json + merges.txt
+    return folder
+
+
+def test_ids_equal_transformers(files):
+    ours = Tokenizer.load(files)  # GPT-1's files are told from GPT-2's by their `</w>` word ends
+    assert isinstance(ours, Gpt1Tokenizer) and ours.n_vocab >= 1000
+    theirs = transformers.OpenAIGPTTokenizer.from_pretrained(files)
+    lines = [line for line in read_text(SHARED / "botchan" / "botchan.txt").splitlines() if line.strip()][:400]
+    for text in TEXTS + lines:
+        assert ours.encode_ordinary(text) == theirs(text, add_special_tokens=False)["input_ids"], text
+    assert ours.decode(ours.encode_ordinary("Hello, World!")) == theirs.decode(theirs("Hello, World!")["input_ids"])
+
+
+def test_normalisation_is_berts(files):
+    from tokenizers import normalizers
+
+    bert = normalizers.BertNormalizer(lowercase=True)
+    for text in TEXTS:
+        assert normalize(text) == bert.normalize_str(text), text
+
+
+def test_added_tokens_are_kept_whole_and_saved(files, tmp_path):
+    tok = Tokenizer.load(files)
+    ids = tok.add_special_tokens(["<|start|>", "<|extract|>"])
+    assert ids == [tok.n_vocab - 2, tok.n_vocab - 1] and tok.add_special_tokens(["<|extract|>"]) == [ids[1]]
+    assert tok.encode("<|start|> hi <|extract|>", allowed_special="all") == [ids[0], *tok.encode_ordinary("hi"), ids[1]]
+    assert ids[0] not in tok.encode_ordinary("<|start|>")
+    again = Tokenizer.load(tok.save(tmp_path / "saved"))
+    assert again.special_tokens == tok.special_tokens and again.encode_ordinary(TEXTS[0]) == tok.encode_ordinary(TEXTS[0])
