@@ -19,8 +19,9 @@ Three layouts, one entry point each way:
   in ~100 lines (`read_tf_checkpoint`).
 
 Nothing is ever unpickled except through `torch.load(weights_only=True)`. Every
-directory is written atomically (into a temporary sibling, then renamed), and a
-directory that already holds a different model is not overwritten unless asked.
+directory is written atomically (into a temporary sibling, then renamed; its files
+end with the permissions a plain write would give them, see gpt2/atomic.py), and
+a directory that already holds a different model is not overwritten unless asked.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import os
 import pickle
 import shutil
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from gpt2.atomic import make_ordinary, temporary_dir
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, GPTConfig
 from gpt2.tokenizer import ENDOFTEXT, Tokenizer
@@ -147,9 +148,11 @@ def _write_dir(directory: Path, write: Callable[[Path], None], overwrite: bool, 
     if directory.exists() and not directory.is_dir():
         raise GPT2Error(f"{directory} is a file; give a directory to write the {what} into")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    tmp = temporary_dir(directory)
     try:
         write(tmp)
+        for path in tmp.iterdir():  # safetensors writes private files: give each the mode a plain write would
+            make_ordinary(path, like=directory / path.name)
         if not directory.exists():
             os.rename(tmp, directory)
             return directory

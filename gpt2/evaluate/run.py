@@ -22,7 +22,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import torch
 import gpt2
 from gpt2 import config as C
 from gpt2 import kernels
+from gpt2.atomic import write_atomic
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.datasets import SOURCES, Resolved, locate
 from gpt2.evaluate.scoring import Scorer
@@ -74,13 +74,6 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
 
 
 def cache_key(task: str, model_fp: str, tokenizer_fp: str, datasets: list[str], settings: dict, dtype: str) -> str:
@@ -147,7 +140,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
                 f"choose another --out, or pass --force to replace them"
             )
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.toml", C.to_toml(cfg))
+    write_atomic(out / "config.toml", C.to_toml(cfg))
 
     scorer = Scorer(model, batch_tokens=cfg.batch_tokens, progress=progress)
     ctx = Context(model, tokenizer, scorer, {k: r.path for k, r in resolved.items()}, cfg,
@@ -198,8 +191,8 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
             if output.samples:
-                _write_atomic(path.with_suffix(".samples.jsonl"), "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in output.samples))
-            _write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+                write_atomic(path.with_suffix(".samples.jsonl"), "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in output.samples))
+            write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
             partial.unlink(missing_ok=True)
             record["cached"] = False
         task_results[name] = record
@@ -222,8 +215,8 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
         },
         "tasks": task_results,
     }
-    _write_atomic(results_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(out / "report.md", report.markdown([results]))
+    write_atomic(results_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "report.md", report.markdown([results]))
     log.info("wrote %s and %s", results_path, out / "report.md")
     return results
 
