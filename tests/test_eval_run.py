@@ -15,6 +15,7 @@ from gpt2.errors import GPT2Error
 from gpt2.evaluate import cloze, language_modeling, report
 from gpt2.evaluate.run import evaluate, model_fingerprint
 from gpt2.model import GPT, GPTConfig
+from gpt2.tokenizer import Tokenizer
 
 TASKS = ["lambada", "wikitext2", "wsc273"]
 
@@ -140,6 +141,18 @@ def test_new_settings_get_new_cache_entries_and_force_recomputes(gpt2_tokenizer,
     assert calls == []  # batch size does not change the numbers: served from the cache
     evaluate(tiny(), gpt2_tokenizer, config(out, tasks=["lambada"], limit=5, force=True), progress=False)
     assert calls == [1]
+
+
+def test_tokenizers_differing_only_in_their_pattern_do_not_share_cached_results(gpt2_tokenizer, tmp_path):
+    merges = [(a, b, new) for (a, b), new in gpt2_tokenizer.merges.items()]
+    words = Tokenizer(gpt2_tokenizer.vocab, merges, gpt2_tokenizer.special_tokens, gpt2_tokenizer.byte_ids, pattern=r" ?\S+|\s+")
+    assert words.fingerprint() != gpt2_tokenizer.fingerprint()
+    first = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"], limit=3), progress=False)
+    second = evaluate(tiny(), words, config(tmp_path / "run", tasks=["lambada"], limit=3), progress=False)
+    assert not second["tasks"]["lambada"]["cached"]
+    assert first["tasks"]["lambada"]["cache_key"] != second["tasks"]["lambada"]["cache_key"]
+    assert second["tokenizer"]["sha256"] == words.fingerprint()
+    assert evaluate(tiny(), words, config(tmp_path / "run", tasks=["lambada"], limit=3), progress=False)["tasks"]["lambada"]["cached"]
 
 
 def test_another_model_does_not_overwrite_results(gpt2_tokenizer, tmp_path):

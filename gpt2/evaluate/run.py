@@ -57,15 +57,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    h = hashlib.sha256()
-    for token in tokenizer.vocab:
-        h.update(len(token).to_bytes(4, "little") + token)
-    h.update(json.dumps([list(m) for m in tokenizer.merges], separators=(",", ":")).encode())
-    h.update(json.dumps(sorted(tokenizer.special_tokens.items())).encode())
-    return h.hexdigest()
-
-
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -114,7 +105,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
                 resolved[key] = locate(SOURCES[key], cfg.data_dir)
 
     model_fp = model_fingerprint(model)
-    tok_fp = tokenizer_fingerprint(tokenizer)
+    tok_fp = tokenizer.fingerprint()  # pattern, merges and special tokens
     info = {
         "name": Path(str(cfg.model)).name,
         "path": str(cfg.model),
