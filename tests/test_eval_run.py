@@ -13,6 +13,7 @@ from conftest import SHARED
 from gpt2.config import EvalConfig, ReportConfig
 from gpt2.errors import GPT2Error
 from gpt2.evaluate import cloze, language_modeling, report
+from gpt2.evaluate.datasets import SOURCES, cache_path
 from gpt2.evaluate.run import evaluate, model_fingerprint
 from gpt2.model import GPT, GPTConfig
 from gpt2.tokenizer import Tokenizer
@@ -175,6 +176,19 @@ def test_fingerprint_sees_every_weight():
 def test_missing_data_fails_before_any_work(gpt2_tokenizer, tmp_path):
     with pytest.raises(GPT2Error, match="cbt-cn-valid is not available.*GPT2_OFFLINE"):
         evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada", "cbt-cn"]), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_missing_dataset_is_named_at_once_with_where_it_goes(gpt2_tokenizer, tmp_path):
+    with pytest.raises(GPT2Error) as e:
+        evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["table3"]), progress=False)
+    lines = str(e.value).splitlines()
+    missing = ["cbt-cn-valid", "cbt-ne-valid", "enwik8", "text8", "wikitext103-test", "1bw-test"]  # SHARED has the others
+    assert lines[0] == f"{len(missing)} datasets are not available:" and len(lines) == 1 + len(missing)
+    for line, key in zip(lines[1:], missing):
+        source = SOURCES[key]
+        assert line.startswith(f"  - {key} is not available") and "GPT2_OFFLINE is set" in line
+        assert f"download {source.url}" in line and f"--data-dir as {source.paths[0]}" in line and str(cache_path(source)) in line
     assert not (tmp_path / "run").exists()
 
 

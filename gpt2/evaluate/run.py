@@ -35,7 +35,7 @@ from gpt2 import config as C
 from gpt2 import kernels
 from gpt2.atomic import write_atomic
 from gpt2.errors import GPT2Error
-from gpt2.evaluate.datasets import SOURCES, Resolved, locate
+from gpt2.evaluate.datasets import locate_all
 from gpt2.evaluate.scoring import Scorer
 from gpt2.evaluate.tasks import TASKS, Context, TaskOutput
 
@@ -97,12 +97,8 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise GPT2Error(f"--out {out} is a file; give a directory")
-    # every dataset is found (or downloaded) and verified before any work starts
-    resolved: dict[str, Resolved] = {}
-    for name in cfg.tasks:
-        for key in TASKS[name].sources:
-            if key not in resolved:
-                resolved[key] = locate(SOURCES[key], cfg.data_dir)
+    # every dataset is found (or downloaded) and verified before any work starts; all missing ones named at once
+    resolved = locate_all((key for name in cfg.tasks for key in TASKS[name].sources), cfg.data_dir)
 
     model_fp = model_fingerprint(model)
     tok_fp = tokenizer.fingerprint()  # pattern, merges and special tokens
