@@ -103,7 +103,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
     model_fp = model_fingerprint(model)
     tok_fp = tokenizer.fingerprint()  # pattern, merges and special tokens
     info = {
-        "name": Path(str(cfg.model)).name,
+        "name": Path(str(cfg.model)).resolve().name,  # `--model .` is named after the folder
         "path": str(cfg.model),
         "n_params": model.num_params(),
         "config": dataclasses.asdict(model.config),
@@ -183,7 +183,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
             partial.unlink(missing_ok=True)
             record["cached"] = False
         task_results[name] = record
-        log.info("%s: %s (%d examples, %.1f s)", name, report.summary(record), record["n_examples"], record["seconds"])
+        log.info("%s: %s (%s, %.1f s)", name, report.summary(record), report.extent(record), record["seconds"])
 
     results = {
         "format": FORMAT,
