@@ -137,12 +137,23 @@ def _repad(config: GPTConfig, state: dict[str, torch.Tensor], pad_vocab_to: int 
 # writing directories atomically
 
 
+# the file that says which kind of model a directory holds -> that kind, in words
+KINDS = {
+    MODEL_JSON: "a model in this project's format",
+    "config.json": "a Hugging Face model",
+    "hparams.json": "OpenAI's TensorFlow checkpoint",
+    "state.json": "a training checkpoint",
+}
+
+
 def _write_dir(directory: Path, write: Callable[[Path], None], overwrite: bool, what: str) -> Path:
     """Run `write(tmp)` into a temporary sibling of `directory`, then move its files into `directory`.
 
     A new directory appears complete or not at all (one rename). Into an existing
     one each file is replaced atomically, weights before the description file, and
-    only after checking that nothing different would be overwritten.
+    only after checking that nothing different would be overwritten: neither a
+    different model of the same kind nor a model of another kind (whose description
+    file, left beside the new weights, would misdescribe them; with `overwrite` it goes).
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -157,14 +168,17 @@ def _write_dir(directory: Path, write: Callable[[Path], None], overwrite: bool, 
             os.rename(tmp, directory)
             return directory
         names = sorted(p.name for p in tmp.iterdir())
+        others = [f for f in KINDS if f not in names and (directory / f).is_file()]  # another kind of model is there
         if not overwrite:
+            replace = "choose another directory or pass --force (overwrite=True in Python) to replace it"
+            if others:
+                raise GPT2Error(f"{directory} already holds {KINDS[others[0]]} ({others[0]}), not a {what}; {replace}")
             for name in names:
                 if (directory / name).exists() and not filecmp.cmp(tmp / name, directory / name, shallow=False):
-                    raise GPT2Error(
-                        f"{directory} already holds a different {what} ({name} differs); choose another directory "
-                        f"or pass --force (overwrite=True in Python) to replace it"
-                    )
-        for name in sorted(names, key=lambda n: n in (MODEL_JSON, "config.json")):  # description last
+                    raise GPT2Error(f"{directory} already holds a different {what} ({name} differs); {replace}")
+        for name in others:  # the replaced model's description goes first: the folder never describes weights wrongly
+            (directory / name).unlink()
+        for name in sorted(names, key=lambda n: n in KINDS):  # description last
             os.replace(tmp / name, directory / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -210,7 +224,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | N
         if tokenizer is not None:
             tokenizer.save(tmp)
 
-    path = _write_dir(Path(directory), write, overwrite, "model")
+    path = _write_dir(Path(directory), write, overwrite, "model in this project's format")
     log.info("saved %s (%s parameters, %s) to %s", type(gpt).__name__, f"{gpt.num_params():,}", description["dtype"], path)
     return path
 
