@@ -93,6 +93,7 @@ def resolve_torch(tmp_path: Path, indexes: dict, *, torch: str, gpu: bool = Fals
         "PIP_NO_CACHE_DIR": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         **({"PIP_FIND_LINKS": indexes["local"]} if local else {}),
+        **{k: os.environ[k] for k in ("PIP_CERT", "SSL_CERT_FILE", "HTTPS_PROXY", "https_proxy") if k in os.environ},
     }
     r = subprocess.run(
         [MAKE, "-s", "-C", str(REPO), "torch", f"PIP={sys.executable} -m pip", f"TORCH={torch}", f"TORCH_CPU_INDEX={indexes['cpu']}"],
