@@ -56,9 +56,14 @@ if DATA.missing:
 
     sys.addaudithook(_skip_on_open)
 
+    _MESSAGES = {f"Skipped: {message}" for message in DATA.missing.values()}
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(item, call):
         report = (yield).get_result()
+        here = (__file__, need.__code__.co_firstlineno)  # one place for every such skip: the summary counts them per file
+        if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2] in _MESSAGES:
+            report.longrepr = (*here, report.longrepr[2])
         if not report.failed:
             return
         text = report.longreprtext
@@ -66,7 +71,7 @@ if DATA.missing:
             absent = [SHARED / rel, *(SHARED / p for p in Path(rel).parents if p != Path(".") and not (SHARED / p).exists())]
             if any(str(p) in text for p in absent):
                 report.outcome = "skipped"
-                report.longrepr = (__file__, 0, f"Skipped: {message}")
+                report.longrepr = (*here, f"Skipped: {message}")
                 return
 
 
