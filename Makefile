@@ -5,7 +5,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP ?= $(BIN)/python -m pip
+PIP := $(BIN)/python -m pip
 # Offline copies of the demo corpus are used when present (see README).
 SHARED ?= ../shared/datasets
 
