@@ -11,7 +11,8 @@ A checkpoint is one directory, OUT/checkpoints/step_0001000/:
 Weights and optimizer state are safetensors, so loading a checkpoint never
 unpickles anything. Saving is atomic: the files are written to a hidden
 temporary directory and fsynced, then the directory is renamed into place
-(rename is atomic on POSIX) and its parent fsynced. A save killed at any moment
+(rename is atomic on POSIX) and its parent fsynced; its files end with the
+permissions a plain write would give them (gpt2/atomic.py). A save killed at any moment
 leaves the earlier checkpoints as they were plus at most a hidden `.tmp`
 directory that `latest()` never returns and the next save deletes.
 """
@@ -31,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gpt2.atomic import make_ordinary
 from gpt2.errors import GPT2Error
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict]) -
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    make_ordinary(path)  # safetensors writes mode 0600 whatever the umask
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import hashlib
 import heapq
 import json
 import logging
@@ -44,6 +45,7 @@ from typing import Literal
 import regex
 
 from gpt2 import download
+from gpt2.atomic import write_atomic
 from gpt2.errors import GPT2Error
 from gpt2.textfile import open_text, read_stdin, read_text
 
@@ -386,6 +388,19 @@ class Tokenizer:
         self._engine, self._engine_built = None, False  # rebuilt with the new tokens when next needed
         return ids
 
+    def fingerprint(self) -> str:
+        """sha256 of all that decides the ids: the pre-tokenizer pattern, the ids of the 256 bytes, the merges
+        in order and the special tokens (every token's bytes follow from these). Two tokenizers with one
+        fingerprint encode and decode every text alike. `gpt2 prepare` records it in each dataset's manifest
+        (the value is unchanged since the first release) and `gpt2 eval` in each result's cache key.
+
+        >>> Tokenizer.train(["aaabdaaabac"], vocab_size=259, special_tokens=()).fingerprint()[:16]
+        '7134f2f6aad6ab81'
+        """
+        merges = [[a, b, new] for (a, b), new in self.merges.items()]
+        data = [self.pattern, self.byte_ids, merges, sorted(self.special_tokens.items())]
+        return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
     # -- training -----------------------------------------------------------
 
     @classmethod
@@ -650,7 +665,7 @@ class Tokenizer:
             "merges": [[a, b, new] for (a, b), new in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        _write_atomic(directory / "bpe.json", json.dumps(own, ensure_ascii=False))
+        write_atomic(directory / "bpe.json", json.dumps(own, ensure_ascii=False))
         self.save_openai(directory)
         return directory
 
@@ -667,8 +682,8 @@ class Tokenizer:
         if len(encoder) != self.n_vocab:
             raise GPT2Error("two tokens have the same bytes; OpenAI's encoder.json cannot represent this vocabulary")
         merges = "".join(f"{name(a)} {name(b)}\n" for a, b in self.merges)
-        _write_atomic(directory / "encoder.json", json.dumps(encoder, ensure_ascii=False))
-        _write_atomic(directory / "vocab.bpe", "#version: 0.2\n" + merges)
+        write_atomic(directory / "encoder.json", json.dumps(encoder, ensure_ascii=False))
+        write_atomic(directory / "vocab.bpe", "#version: 0.2\n" + merges)
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -819,15 +834,6 @@ def _replace_surrogates(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _write_atomic(path: Path, text: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # left only if writing or renaming failed
-
-
 def load_tokenizer(spec: str | Path) -> Tokenizer:
     """'gpt2' -> OpenAI's tokenizer (cached download); anything else is a tokenizer directory or bpe.json."""
     if str(spec) == "gpt2":
@@ -917,7 +923,7 @@ def encode_command(cfg) -> list[int]:
 
         np.save(cfg.output, np.asarray(ids, dtype=np.uint16 if tok.n_vocab <= 1 << 16 else np.uint32))
     elif cfg.output is not None:
-        _write_atomic(Path(cfg.output), " ".join(map(str, ids)) + "\n")
+        write_atomic(Path(cfg.output), " ".join(map(str, ids)) + "\n")
     else:
         sys.stdout.write(" ".join(map(str, ids)) + "\n")
     log.info("%s", stats_line(tok, len(text.encode("utf-8", "surrogatepass")), ids))
@@ -955,7 +961,7 @@ def decode_command(cfg) -> str:
             raise GPT2Error(f"expected whitespace-separated integer ids ({e})") from None
     data = tok.decode_bytes(ids)  # the bytes the ids stand for, exactly: a file encoded and decoded comes back unchanged
     if cfg.output is not None:
-        _write_atomic(Path(cfg.output), data)
+        write_atomic(Path(cfg.output), data)
     else:
         sys.stdout.flush()
         sys.stdout.buffer.write(data)

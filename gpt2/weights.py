@@ -19,8 +19,9 @@ Three layouts, one entry point each way:
   in ~100 lines (`read_tf_checkpoint`).
 
 Nothing is ever unpickled except through `torch.load(weights_only=True)`. Every
-directory is written atomically (into a temporary sibling, then renamed), and a
-directory that already holds a different model is not overwritten unless asked.
+directory is written atomically (into a temporary sibling, then renamed; its files
+end with the permissions a plain write would give them, see gpt2/atomic.py), and
+a directory that already holds a different model is not overwritten unless asked.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import os
 import pickle
 import shutil
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from gpt2.atomic import make_ordinary, temporary_dir
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, GPTConfig
 from gpt2.tokenizer import ENDOFTEXT, Tokenizer
@@ -136,32 +137,48 @@ def _repad(config: GPTConfig, state: dict[str, torch.Tensor], pad_vocab_to: int 
 # writing directories atomically
 
 
+# the file that says which kind of model a directory holds -> that kind, in words
+KINDS = {
+    MODEL_JSON: "a model in this project's format",
+    "config.json": "a Hugging Face model",
+    "hparams.json": "OpenAI's TensorFlow checkpoint",
+    "state.json": "a training checkpoint",
+}
+
+
 def _write_dir(directory: Path, write: Callable[[Path], None], overwrite: bool, what: str) -> Path:
     """Run `write(tmp)` into a temporary sibling of `directory`, then move its files into `directory`.
 
     A new directory appears complete or not at all (one rename). Into an existing
     one each file is replaced atomically, weights before the description file, and
-    only after checking that nothing different would be overwritten.
+    only after checking that nothing different would be overwritten: neither a
+    different model of the same kind nor a model of another kind (whose description
+    file, left beside the new weights, would misdescribe them; with `overwrite` it goes).
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise GPT2Error(f"{directory} is a file; give a directory to write the {what} into")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    tmp = temporary_dir(directory)
     try:
         write(tmp)
+        for path in tmp.iterdir():  # safetensors writes private files: give each the mode a plain write would
+            make_ordinary(path, like=directory / path.name)
         if not directory.exists():
             os.rename(tmp, directory)
             return directory
         names = sorted(p.name for p in tmp.iterdir())
+        others = [f for f in KINDS if f not in names and (directory / f).is_file()]  # another kind of model is there
         if not overwrite:
+            replace = "choose another directory or pass --force (overwrite=True in Python) to replace it"
+            if others:
+                raise GPT2Error(f"{directory} already holds {KINDS[others[0]]} ({others[0]}), not a {what}; {replace}")
             for name in names:
                 if (directory / name).exists() and not filecmp.cmp(tmp / name, directory / name, shallow=False):
-                    raise GPT2Error(
-                        f"{directory} already holds a different {what} ({name} differs); choose another directory "
-                        f"or pass --force (overwrite=True in Python) to replace it"
-                    )
-        for name in sorted(names, key=lambda n: n in (MODEL_JSON, "config.json")):  # description last
+                    raise GPT2Error(f"{directory} already holds a different {what} ({name} differs); {replace}")
+        for name in others:  # the replaced model's description goes first: the folder never describes weights wrongly
+            (directory / name).unlink()
+        for name in sorted(names, key=lambda n: n in KINDS):  # description last
             os.replace(tmp / name, directory / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,7 +234,7 @@ def save_model(
         if extra is not None:
             extra(tmp)
 
-    path = _write_dir(Path(directory), write, overwrite, "model")
+    path = _write_dir(Path(directory), write, overwrite, "model in this project's format")
     log.info("saved %s (%s parameters, %s) to %s", type(gpt).__name__, f"{gpt.num_params():,}", description["dtype"], path)
     return path
 

@@ -166,6 +166,24 @@ def test_prepare_is_idempotent_and_refuses_a_different_dataset(corpus, tmp_path,
         prepare(make_cfg([root], foreign, force=True))
 
 
+# The tokenizer fingerprint of OpenAI's GPT-2 vocabulary as manifests written by earlier releases hold it.
+GPT2_FINGERPRINT = "2dab83ad0497eeacc297319fde08fd79d399688396f2991ac96ef2898d8e17b4"
+
+
+def test_datasets_prepared_by_earlier_releases_are_still_recognised(corpus, tmp_path, caplog):
+    """`Tokenizer.fingerprint()` is the value `gpt2 prepare` has always recorded: a finished dataset is neither
+    re-encoded nor refused as another dataset after an upgrade."""
+    root, _, _ = corpus
+    out = tmp_path / "ds"
+    manifest = prepare(make_cfg([root / "wiki.jsonl"], out, shard_tokens=8192))
+    assert manifest["identity"]["tokenizer"] == GPT2_FINGERPRINT
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    caplog.set_level("INFO")
+    prepare(make_cfg([root / "wiki.jsonl"], out, shard_tokens=8192))
+    assert "nothing to do" in caplog.text and "damaged" not in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
 def test_interrupted_prepare_continues_where_it_stopped(corpus, tmp_path, monkeypatch):
     root, _, _ = corpus
     whole = tmp_path / "whole"

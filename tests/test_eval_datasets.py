@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, need
 from gpt2.errors import GPT2Error
 from gpt2.evaluate import datasets as D
 from gpt2.evaluate.cloze import split_last_word, substitute
@@ -218,6 +218,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_locate_in_data_dir_by_name_and_hint(cache, monkeypatch):
+    need("wikitext2_tokens/wiki.test.tokens", "lambada/lambada_test.jsonl")  # SHARED is the data folder here
     r = D.locate(D.SOURCES["wikitext2-test"], SHARED)
     assert r.path == SHARED / "wikitext2_tokens" / "wiki.test.tokens" and r.origin == "data-dir"
     assert r.sha256 == "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import matplotlib.image
 import numpy as np
@@ -13,8 +14,10 @@ from conftest import SHARED
 from gpt2.config import EvalConfig, ReportConfig
 from gpt2.errors import GPT2Error
 from gpt2.evaluate import cloze, language_modeling, report
+from gpt2.evaluate.datasets import SOURCES, cache_path
 from gpt2.evaluate.run import evaluate, model_fingerprint
 from gpt2.model import GPT, GPTConfig
+from gpt2.tokenizer import Tokenizer
 
 TASKS = ["lambada", "wikitext2", "wsc273"]
 
@@ -142,6 +145,18 @@ def test_new_settings_get_new_cache_entries_and_force_recomputes(gpt2_tokenizer,
     assert calls == [1]
 
 
+def test_tokenizers_differing_only_in_their_pattern_do_not_share_cached_results(gpt2_tokenizer, tmp_path):
+    merges = [(a, b, new) for (a, b), new in gpt2_tokenizer.merges.items()]
+    words = Tokenizer(gpt2_tokenizer.vocab, merges, gpt2_tokenizer.special_tokens, gpt2_tokenizer.byte_ids, pattern=r" ?\S+|\s+")
+    assert words.fingerprint() != gpt2_tokenizer.fingerprint()
+    first = evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada"], limit=3), progress=False)
+    second = evaluate(tiny(), words, config(tmp_path / "run", tasks=["lambada"], limit=3), progress=False)
+    assert not second["tasks"]["lambada"]["cached"]
+    assert first["tasks"]["lambada"]["cache_key"] != second["tasks"]["lambada"]["cache_key"]
+    assert second["tokenizer"]["sha256"] == words.fingerprint()
+    assert evaluate(tiny(), words, config(tmp_path / "run", tasks=["lambada"], limit=3), progress=False)["tasks"]["lambada"]["cached"]
+
+
 def test_another_model_does_not_overwrite_results(gpt2_tokenizer, tmp_path):
     out = tmp_path / "run"
     evaluate(tiny(0), gpt2_tokenizer, config(out, tasks=["lambada"]), progress=False)
@@ -162,6 +177,19 @@ def test_fingerprint_sees_every_weight():
 def test_missing_data_fails_before_any_work(gpt2_tokenizer, tmp_path):
     with pytest.raises(GPT2Error, match="cbt-cn-valid is not available.*GPT2_OFFLINE"):
         evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["lambada", "cbt-cn"]), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_missing_dataset_is_named_at_once_with_where_it_goes(gpt2_tokenizer, tmp_path):
+    with pytest.raises(GPT2Error) as e:
+        evaluate(tiny(), gpt2_tokenizer, config(tmp_path / "run", tasks=["table3"]), progress=False)
+    lines = str(e.value).splitlines()
+    missing = ["cbt-cn-valid", "cbt-ne-valid", "enwik8", "text8", "wikitext103-test", "1bw-test"]  # SHARED has the others
+    assert lines[0] == f"{len(missing)} datasets are not available:" and len(lines) == 1 + len(missing)
+    for line, key in zip(lines[1:], missing):
+        source = SOURCES[key]
+        assert line.startswith(f"  - {key} is not available") and "GPT2_OFFLINE is set" in line
+        assert f"download {source.url}" in line and f"--data-dir as {source.paths[0]}" in line and str(cache_path(source)) in line
     assert not (tmp_path / "run").exists()
 
 
@@ -193,6 +221,38 @@ def test_report_of_several_models_with_plots(gpt2_tokenizer, tmp_path):
     report.report_command(ReportConfig(results=[tmp_path / "small"], out=tmp_path / "report", force=True))
     replaced = (tmp_path / "report" / "report.md").read_text()
     assert "| small (" in replaced and "| large (" not in replaced
+
+
+def test_report_labels_tell_models_and_partial_runs_apart(gpt2_tokenizer, tmp_path, caplog):
+    caplog.set_level("INFO")
+    runs = [
+        evaluate(tiny(0), gpt2_tokenizer, config(tmp_path / "a", model=str(tmp_path / "a" / "model"), tasks=["wikitext2"]), progress=False),
+        evaluate(tiny(1), gpt2_tokenizer, config(tmp_path / "b", model=str(tmp_path / "b" / "model"), tasks=["wikitext2"], limit=5), progress=False),
+    ]
+    words = runs[0]["tasks"]["wikitext2"]["details"]["original_words"]
+    assert re.search(rf"wikitext2: ppl [0-9,.]+, token-ppl [0-9,.]+ \(1 document, {words:,} words, [0-9.]+ s\)", caplog.text)
+    size = report.params(tiny().num_params())
+    assert report.labels(runs) == [f"a/model ({size}), --limit 12", f"b/model ({size}), --limit 5"]  # both folders are named "model"
+    md = report.markdown(runs)
+    assert f"| a/model ({size}), --limit 12 | —" in md and f"### b/model ({size}), --limit 5" in md
+    assert f"| WikiText-2 | 1 document, {words:,} words |" in md and "1 examples" not in md
+
+    # the same path evaluated twice: told apart by the weights
+    same = [{**r, "model": {**r["model"], "path": "runs/x/model", "name": "model"}} for r in runs]
+    a, b = (r["model"]["sha256"][:8] for r in runs)
+    assert report.labels(same) == [f"runs/x/model {a} ({size}), --limit 12", f"runs/x/model {b} ({size}), --limit 5"]
+    # sizes keep three figures, from thousands to billions
+    assert [report.params(n) for n in (167_936, 4_203_520, 124_439_808, 1_557_611_200)] == ["168K", "4.2M", "124M", "1.56B"]
+    assert report.labels([{**runs[1], "model": {**runs[1]["model"], "n_params": 167_936}}]) == ["model (168K), --limit 5"]
+
+    # a plot's line joins only runs evaluated on the same examples
+    from matplotlib.figure import Figure
+
+    full = {**runs[0], "settings": {**runs[0]["settings"], "limit": None}, "model": {**runs[0]["model"], "n_params": 10**6}}
+    ax = Figure().subplots()
+    report._panel(ax, [runs[0], runs[1], full], [("wikitext2", "ppl", "")], "WikiText-2 perplexity", "WikiText-2")
+    lines = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines() if line.get_label() != "(paper)"}
+    assert lines == {"(ours)": [10**6], "(ours, --limit 5)": [runs[1]["model"]["n_params"]], "(ours, --limit 12)": [runs[0]["model"]["n_params"]]}
 
 
 def test_cli_errors_are_one_line(cli, tmp_path):

@@ -181,6 +181,32 @@ def test_a_different_model_is_not_overwritten(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary directories left behind
 
 
+def test_a_model_of_another_kind_is_named_and_only_replaced_with_force(cli, tmp_path):
+    from gpt2.weights import detect_layout
+
+    model = random_gpt(block_size=8, vocab_size=20, n_layer=1, n_head=1, n_embd=8)
+    save_model(model, tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    r = cli("convert", "--input", str(tmp_path / "m"), "--output", str(tmp_path / "m2"), "--to", "hf")
+    assert r.returncode == 0, r.stderr
+    r = cli("convert", "--input", str(tmp_path / "m2"), "--output", str(tmp_path / "m"), "--to", "hf")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"gpt2 convert: error: {tmp_path / 'm'} already holds a model in this project's format (model.json), not a Hugging Face model; "
+        "choose another directory or pass --force"
+    )
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before  # nothing touched
+    with pytest.raises(GPT2Error, match=r"already holds a Hugging Face model \(config.json\), not a model in this project's format"):
+        save_model(model, tmp_path / "m2")
+    # --force replaces it: the folder then describes its new weights, and only them
+    export_hf(model, tmp_path / "m", overwrite=True)
+    assert detect_layout(tmp_path / "m") == "hf" and not (tmp_path / "m" / "model.json").exists()
+    assert_same_state(load_model(tmp_path / "m")[0], model)
+    save_model(model, tmp_path / "m2", overwrite=True)
+    assert detect_layout(tmp_path / "m2") == "gpt2" and not (tmp_path / "m2" / "config.json").exists()
+    assert_same_state(load_model(tmp_path / "m2")[0], model)
+
+
 def test_a_failed_save_leaves_nothing(tmp_path, monkeypatch):
     import gpt2.weights as W
 

@@ -155,9 +155,8 @@ def _sha256(path: Path, bar: tqdm) -> str:
 
 
 def tokenizer_fingerprint(tok: Tokenizer) -> str:
-    """sha256 of what determines a tokenizer's output: pattern, byte ids, merges and special tokens."""
-    data = [tok.pattern, tok.byte_ids, [[a, b, new] for (a, b), new in tok.merges.items()], sorted(tok.special_tokens.items())]
-    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+    """The name this module has long exported for `Tokenizer.fingerprint()` (the one fingerprint)."""
+    return tok.fingerprint()
 
 
 def _fingerprint(identity: dict) -> str:
@@ -237,7 +236,7 @@ def prepare(cfg) -> dict:
     }
     identity = {
         "inputs": [[i["sha256"], i["bytes"]] for i in inputs],
-        "tokenizer": tokenizer_fingerprint(tok),
+        "tokenizer": tok.fingerprint(),
         "settings": settings,
     }
     fingerprint = _fingerprint(identity)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2.atomic import write_atomic
 from gpt2.errors import GPT2Error
 
 MAGIC = b"GPT2TOKS"
@@ -202,7 +203,4 @@ def _structure_problem(manifest: dict) -> str | None:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    path = Path(directory) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(Path(directory) / MANIFEST, json.dumps(manifest, indent=1) + "\n")

@@ -35,7 +35,7 @@ import shutil
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -559,6 +559,22 @@ def locate(source: Source, data_dir: Path | None = None) -> Resolved:
     _fetch(source, cached)
     _verify(source, cached, downloaded=True)
     return Resolved(source, cached, "download", _tree_sha256(cached))
+
+
+def locate_all(keys: Iterable[str], data_dir: Path | None = None) -> dict[str, Resolved]:
+    """`locate` every source named in `keys`. If some cannot be had, one error lists them all, each with
+    what to fetch and where it goes, so that they can be fixed together rather than one run at a time."""
+    resolved, problems = {}, []
+    for key in dict.fromkeys(keys):
+        try:
+            resolved[key] = locate(SOURCES[key], data_dir)
+        except GPT2Error as e:
+            problems.append(str(e))
+    if len(problems) == 1:
+        raise GPT2Error(problems[0])
+    if problems:
+        raise GPT2Error(f"{len(problems)} datasets are not available:\n" + "\n".join(f"  - {p}" for p in problems))
+    return resolved
 
 
 def _download(url: str, dest: Path, sha256: str | None, md5: str | None) -> None:

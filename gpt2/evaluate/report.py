@@ -155,11 +155,52 @@ def _fmt(v: float | None) -> str:
     return f"{v:.2f}"
 
 
-def _model_label(results: dict) -> str:
-    m = results["model"]
-    label = f"{m['name']} ({m['n_params'] / 1e6:.0f}M)"
-    limit = results.get("settings", {}).get("limit")
-    return label + (f", first {limit} examples" if limit else "")
+def params(n: int) -> str:
+    """A parameter count in three significant figures: 168K, 4.2M, 124M, 1.56B."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            x = n / scale
+            return f"{round(x, max(0, 2 - int(math.log10(x)))):g}{unit}"
+    return str(n)
+
+
+def _limit(results: dict) -> int | None:
+    return results.get("settings", {}).get("limit")
+
+
+def labels(runs: list[dict]) -> list[str]:
+    """A name per run that tells the models apart: the folder's name, with as many parent folders as it takes
+    to make it unique (two exported models are both `model`), then the weights' hash if even the paths agree;
+    with the parameter count and, for a partial run, its --limit."""
+    paths = [Path(r["model"].get("path") or r["model"]["name"]).parts or (r["model"]["name"],) for r in runs]
+    names = [r["model"]["name"] or "/".join(p[-1:]) for r, p in zip(runs, paths)]
+    depth = [1] * len(runs)
+    while True:
+        clash = [i for i, name in enumerate(names) if names.count(name) > 1 and depth[i] < len(paths[i])]
+        if not clash:
+            break
+        for i in clash:
+            depth[i] += 1
+            names[i] = "/".join(paths[i][-depth[i]:])
+    names = [f"{name} {r['model']['sha256'][:8]}" if names.count(name) > 1 else name for name, r in zip(names, runs)]
+    return [
+        f"{name} ({params(r['model']['n_params'])})" + (f", --limit {_limit(r)}" if _limit(r) else "")
+        for name, r in zip(names, runs)
+    ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def extent(record: dict) -> str:
+    """How much of a task was evaluated, in its units: '12 examples'; for language modelling the documents and
+    the original words / bytes / characters the metric is divided by ('1 document, 2,103 words')."""
+    details = record.get("details", {})
+    for unit, noun in (("words", "word"), ("bytes", "byte"), ("chars", "character")):
+        if isinstance(details.get(f"original_{unit}"), int):
+            return f"{_count(record['n_examples'], 'document')}, {_count(details[f'original_{unit}'], noun)}"
+    return _count(record["n_examples"], "example")
 
 
 # ----------------------------------------------------------------------------
@@ -167,24 +208,26 @@ def _model_label(results: dict) -> str:
 
 
 def markdown(runs: list[dict]) -> str:
+    names = labels(runs)
     lines = ["# Zero-shot results", ""]
     lines += [
         "Laid out like Table 3 of the GPT-2 paper (Radford et al. 2019). Rows marked *paper* are the paper's numbers; the",
         "others are ours. Perplexities are per original word (whitespace-separated items of the original test text), enwik8",
         "is in bits per byte and text8 in bits per character; accuracies are in %. — means not evaluated. The exact",
-        "variant of every number is listed below the tables.",
+        "variant of every number is listed below the tables. A model marked `--limit N` was evaluated on the first N",
+        "examples of each task (the first N lines of a language-modelling text): a partial run, not comparable with the paper.",
         "",
     ]
     head = "| Model | " + " | ".join(c for c, _, _ in TABLE3) + " |"
     lines += [head, "|" + "---|" * (len(TABLE3) + 1)]
     for size, printed in PAPER_TABLE3_PRINTED.items():
         lines.append(f"| {size} *paper* | " + " | ".join(printed) + " |")
-    for r in runs:
+    for r, name in zip(runs, names):
         cells = []
         for _, task, mid in TABLE3:
             m = _lm_metric(r, task, mid) if mid in ("ppl", "bpb", "bpc") and task != "lambada" else metric(r, task, mid)
             cells.append(_fmt(m["value"]) if m else "—")
-        lines.append(f"| {_model_label(r)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
 
     # LAMBADA's scoring variants, with the published re-evaluations of the released 124M model
@@ -195,9 +238,9 @@ def markdown(runs: list[dict]) -> str:
             f"| 124M released weights, public re-evaluation | {_fmt(REEVALUATED_124M[('lambada', 'acc')])} | "
             f"~{_fmt(REEVALUATED_124M[('lambada', 'acc-last-token')])} | — | {_fmt(REEVALUATED_124M[('lambada', 'ppl')])} |"
         )
-        for r in runs:
+        for r, name in zip(runs, names):
             vals = [metric(r, "lambada", i) for i in ("acc", "acc-last-token", "acc-stopword-filter", "ppl")]
-            lines.append(f"| {_model_label(r)} | " + " | ".join(_fmt(v["value"]) if v else "—" for v in vals) + " |")
+            lines.append(f"| {name} | " + " | ".join(_fmt(v["value"]) if v else "—" for v in vals) + " |")
         lines.append("")
 
     # everything else, next to the paper's 1542M numbers where it gives one
@@ -211,7 +254,7 @@ def markdown(runs: list[dict]) -> str:
                 rows.setdefault((task, m["id"]), {"title": record["title"], "name": m["name"], "unit": m["unit"]})
     if rows:
         lines += ["## Other tasks and variants", ""]
-        lines.append("| Task | Metric | " + " | ".join(_model_label(r) for r in runs) + " | 1542M *paper* |")
+        lines.append("| Task | Metric | " + " | ".join(names) + " | 1542M *paper* |")
         lines.append("|" + "---|" * (len(runs) + 3))
         for (task, mid), row in rows.items():
             values = [metric(r, task, mid) for r in runs]
@@ -224,10 +267,10 @@ def markdown(runs: list[dict]) -> str:
 
     # how every number was made
     lines += ["## Variants, data and cost", ""]
-    for r in runs:
+    for r, name in zip(runs, names):
         m = r["model"]
         lines += [
-            f"### {_model_label(r)}",
+            f"### {name}",
             "",
             f"Model `{m['path']}`: {m['n_params']:,} parameters, {m['dtype']} on {m['device']}, weights sha256 `{m['sha256'][:16]}…`; "
             f"gpt2 {r['environment']['gpt2']} (commit {str(r['environment'].get('git_commit') or 'unknown')[:12]}), "
@@ -242,7 +285,7 @@ def markdown(runs: list[dict]) -> str:
                 lines.append(f"| {record['title']} | {m_['id']} | {_fmt(m_['value'])} {_cell(m_['unit'])} | {_cell(m_['variant'])} |")
         lines += [
             "",
-            "| Task | Examples | Tokens scored | Positions run | Time (s) | Dataset (sha256) | Details |",
+            "| Task | Evaluated | Tokens scored | Positions run | Time (s) | Dataset (sha256) | Details |",
             "|---|---|---|---|---|---|---|",
         ]
         for record in tasks.values():
@@ -251,7 +294,7 @@ def markdown(runs: list[dict]) -> str:
             details = ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else f'{v:,}' if isinstance(v, int) else v}"
                                 for k, v in record.get("details", {}).items() if isinstance(v, (int, float, str)))
             lines.append(
-                f"| {record['title']} | {record['n_examples']:,} | {record['tokens_scored']:,} | {record.get('positions_run', 0):,} | "
+                f"| {record['title']} | {extent(record)} | {record['tokens_scored']:,} | {record.get('positions_run', 0):,} | "
                 f"{record['seconds']:.1f}{cached} | {data} | {_cell(details)} |"
             )
         lines.append("")
@@ -317,12 +360,17 @@ def _panel(ax, runs: list[dict], series: list[tuple[str, str, str]], ylabel: str
 
     drawn = False
     colors = ["C0", "C1", "C2", "C3"]
+    groups: dict[int | None, list[dict]] = {}  # a line joins only runs evaluated on the same data: one per --limit
+    for r in sorted(runs, key=lambda r: (_limit(r) is not None, _limit(r) or 0)):
+        groups.setdefault(_limit(r), []).append(r)
     for k, (task, mid, legend) in enumerate(series):
         label = f"{legend} " if legend else ""
-        pts = sorted((r["model"]["n_params"], v) for r in runs if (v := _value(r, task, mid)) is not None)
-        if pts:
-            ax.plot(*zip(*pts), "o-", color=colors[k % 4], label=f"{label}(ours)")
-            drawn = True
+        for g, (limit, members) in enumerate(groups.items()):
+            pts = sorted((r["model"]["n_params"], v) for r in members if (v := _value(r, task, mid)) is not None)
+            if pts:
+                ours = "(ours)" if limit is None else f"(ours, --limit {limit})"
+                ax.plot(*zip(*pts), ("o-", "^:", "v-.", "D:")[g % 4], color=colors[k % 4], label=f"{label}{ours}")
+                drawn = True
         paper = [(released_params(*PAPER_SIZES[s]), v) for s in PAPER_SIZES if (v := _paper_value(task, mid, s)) is not None]
         if paper:
             ax.plot(*zip(*paper), "s--", color=colors[k % 4], alpha=0.5, label=f"{label}(paper)")

@@ -22,7 +22,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -34,8 +33,9 @@ import torch
 import gpt2
 from gpt2 import config as C
 from gpt2 import kernels
+from gpt2.atomic import write_atomic
 from gpt2.errors import GPT2Error
-from gpt2.evaluate.datasets import SOURCES, Resolved, locate
+from gpt2.evaluate.datasets import locate_all
 from gpt2.evaluate.scoring import Scorer
 from gpt2.evaluate.tasks import TASKS, Context, TaskOutput
 
@@ -57,15 +57,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    h = hashlib.sha256()
-    for token in tokenizer.vocab:
-        h.update(len(token).to_bytes(4, "little") + token)
-    h.update(json.dumps([list(m) for m in tokenizer.merges], separators=(",", ":")).encode())
-    h.update(json.dumps(sorted(tokenizer.special_tokens.items())).encode())
-    return h.hexdigest()
-
-
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -74,13 +65,6 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
 
 
 def cache_key(task: str, model_fp: str, tokenizer_fp: str, datasets: list[str], settings: dict, dtype: str) -> str:
@@ -113,17 +97,13 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise GPT2Error(f"--out {out} is a file; give a directory")
-    # every dataset is found (or downloaded) and verified before any work starts
-    resolved: dict[str, Resolved] = {}
-    for name in cfg.tasks:
-        for key in TASKS[name].sources:
-            if key not in resolved:
-                resolved[key] = locate(SOURCES[key], cfg.data_dir)
+    # every dataset is found (or downloaded) and verified before any work starts; all missing ones named at once
+    resolved = locate_all((key for name in cfg.tasks for key in TASKS[name].sources), cfg.data_dir)
 
     model_fp = model_fingerprint(model)
-    tok_fp = tokenizer_fingerprint(tokenizer)
+    tok_fp = tokenizer.fingerprint()  # pattern, merges and special tokens
     info = {
-        "name": Path(str(cfg.model)).name,
+        "name": Path(str(cfg.model)).resolve().name,  # `--model .` is named after the folder
         "path": str(cfg.model),
         "n_params": model.num_params(),
         "config": dataclasses.asdict(model.config),
@@ -147,7 +127,7 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
                 f"choose another --out, or pass --force to replace them"
             )
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.toml", C.to_toml(cfg))
+    write_atomic(out / "config.toml", C.to_toml(cfg))
 
     scorer = Scorer(model, batch_tokens=cfg.batch_tokens, progress=progress)
     ctx = Context(model, tokenizer, scorer, {k: r.path for k, r in resolved.items()}, cfg,
@@ -198,12 +178,12 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
             if output.samples:
-                _write_atomic(path.with_suffix(".samples.jsonl"), "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in output.samples))
-            _write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+                write_atomic(path.with_suffix(".samples.jsonl"), "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in output.samples))
+            write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
             partial.unlink(missing_ok=True)
             record["cached"] = False
         task_results[name] = record
-        log.info("%s: %s (%d examples, %.1f s)", name, report.summary(record), record["n_examples"], record["seconds"])
+        log.info("%s: %s (%s, %.1f s)", name, report.summary(record), report.extent(record), record["seconds"])
 
     results = {
         "format": FORMAT,
@@ -222,8 +202,8 @@ def evaluate(model, tokenizer, cfg: C.EvalConfig, *, model_info: dict | None = N
         },
         "tasks": task_results,
     }
-    _write_atomic(results_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(out / "report.md", report.markdown([results]))
+    write_atomic(results_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "report.md", report.markdown([results]))
     log.info("wrote %s and %s", results_path, out / "report.md")
     return results
 
