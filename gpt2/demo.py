@@ -95,9 +95,7 @@ def demo(cfg: DemoConfig) -> dict:
         tok = Tokenizer.train(split_documents(prep, "train"), cfg.vocab_size, progress=False)
         log.info("learned a %s-token vocabulary from the training documents of %s in %.1f s", f"{tok.n_vocab:,}", corpus, time.perf_counter() - t)
     if (out / "tokenizer").exists():  # a re-run: the same tokenizer, or nothing of the earlier demo is touched
-        from gpt2.data.prepare import tokenizer_fingerprint
-
-        if tokenizer_fingerprint(Tokenizer.load(out / "tokenizer")) != tokenizer_fingerprint(tok):
+        if Tokenizer.load(out / "tokenizer").fingerprint() != tok.fingerprint():
             raise GPT2Error(
                 f"{out} holds a demo made with another tokenizer (another --tokenizer, --vocab-size or corpus); "
                 f"choose another --out, or delete {out} to start again"

@@ -15,9 +15,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import GPT2_BPE, REPO, SHARED
 from gpt2.config import to_toml
 from gpt2.train import Trainer
 from test_train import _restore_threads, assert_same_weights, make_dataset, tiny_config  # noqa: F401
@@ -127,3 +128,40 @@ def test_a_first_smoke_test_needs_no_warmup_setting(reference, tmp_path):
     _, data, _ = reference
     cfg = tiny_config(data, tmp_path / "run", max_steps=50, optim={"warmup_steps": None})
     assert Trainer(cfg).warmup == 5
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_fine_tuning_on_two_processes_matches_one(tmp_path, parallel):
+    """`gpt2 finetune` under torchrun: 2 processes x 4 examples per step end where one process with 2 micro-batches
+    of 4 ends (float32 summation order aside), and score the evaluation split alike."""
+    from gpt2.config import FinetuneConfig, from_dict
+    from gpt2.finetune.run import finetune
+    from gpt2.model import GPT, GPTConfig
+    from gpt2.tokenizer import Tokenizer
+    from gpt2.weights import save_model
+
+    torch.manual_seed(0)
+    save_model(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50257, pad_vocab_to=64)), tmp_path / "base",
+               tokenizer=Tokenizer.load(GPT2_BPE))
+    cfg = {"task": "stsb", "model": str(tmp_path / "base"), "seed": 3, "batch_size": 8, "micro_batch_size": 4,
+           "max_steps": 4, "dtype": "float32", "dropout": 0.0, "max_len": 48, "threads": 1,
+           "data": {"dir": str(SHARED / "glue"), "max_train_examples": 64}, "eval": {"interval": 0}, "log": {"plot": False, "peak_tflops": 1.0}}
+    finetune(from_dict(FinetuneConfig, {**cfg, "out": str(tmp_path / "one")}, "test"))
+    toml = tmp_path / "ft.toml"
+    toml.write_text(to_toml(from_dict(FinetuneConfig, {**cfg, "out": str(tmp_path / parallel), "parallel": parallel}, "test")))
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gpt2", "finetune", "--config", str(toml)],
+        cwd=REPO, env={**os.environ, "GPT2_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es) x 1 micro-batch(es) x 4" in r.stderr
+    one, two = (json.loads((tmp_path / name / "metrics.json").read_text())["metrics"] for name in ("one", parallel))
+    assert two == pytest.approx(one, rel=1e-4)
+    a, b = (load_file(tmp_path / name / "model" / "head.safetensors") for name in ("one", parallel))
+    assert_same_weights(a, b, 2e-6)
+    losses = [metrics_of(tmp_path / name) for name in ("one", parallel)]
+    assert losses[1] == pytest.approx(losses[0], rel=2e-5)
+
+
+def metrics_of(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"kind": "train"' in line]

@@ -64,3 +64,30 @@ def test_added_tokens_are_kept_whole_and_saved(files, tmp_path):
     assert ids[0] not in tok.encode_ordinary("<|start|>")
     again = Tokenizer.load(tok.save(tmp_path / "saved"))
     assert again.special_tokens == tok.special_tokens and again.encode_ordinary(TEXTS[0]) == tok.encode_ordinary(TEXTS[0])
+
+
+def test_gpt1_itself_is_fine_tuned(files, tmp_path):
+    """An `openai-gpt` Hugging Face directory with GPT-1's tokenizer files: `gpt2 finetune` adds the three tokens to
+    GPT-1's vocabulary, trains, saves, and `predict` reloads the model with GPT-1's tokenizer and the added tokens."""
+    import torch
+
+    from gpt2.config import FinetuneConfig, FinetunePredictConfig, from_dict
+    from gpt2.finetune.run import finetune, load_task_model, predict
+
+    vocab = Tokenizer.load(files).n_vocab
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, n_positions=64))
+    hf.save_pretrained(tmp_path / "gpt1")
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / "gpt1" / name).write_bytes((files / name).read_bytes())
+    cfg = from_dict(FinetuneConfig, {
+        "task": "sst2", "model": str(tmp_path / "gpt1"), "out": str(tmp_path / "run"), "threads": 1, "dtype": "float32",
+        "batch_size": 8, "max_steps": 2, "data": {"dir": str(SHARED / "glue"), "max_train_examples": 16},
+        "eval": {"interval": 0}, "log": {"plot": False, "peak_tflops": 1.0},
+    }, "test")
+    finetune(cfg)
+    model, spec, tok, _ = load_task_model(tmp_path / "run")
+    assert isinstance(tok, Gpt1Tokenizer) and tok.n_vocab == vocab + 3 and model.gpt.config.norm == "post"
+    assert tok.special_tokens == {"<|start|>": vocab, "<|delim|>": vocab + 1, "<|extract|>": vocab + 2}
+    (tmp_path / "in.jsonl").write_text('{"text": "a triumph"}\n')
+    assert predict(FinetunePredictConfig(model=tmp_path / "run", input=tmp_path / "in.jsonl", output=tmp_path / "out.jsonl"))[0]["prediction"] in spec.labels

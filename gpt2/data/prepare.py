@@ -154,11 +154,6 @@ def _sha256(path: Path, bar: tqdm) -> str:
     return h.hexdigest()
 
 
-def tokenizer_fingerprint(tok: Tokenizer) -> str:
-    """The name this module has long exported for `Tokenizer.fingerprint()` (the one fingerprint)."""
-    return tok.fingerprint()
-
-
 def _fingerprint(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -90,8 +90,12 @@ class TaskModel(nn.Module):
         states = hidden[rows, extract.reshape(-1)]  # (B * n, C): the final hidden state at each ⟨e⟩
         return self.head(states.view(B, n, -1))
 
-    def forward(self, ids, extract, lm_targets, labels):
+    def forward(self, ids, extract, lm_targets=None, labels=None):
+        """With labels: (L3, its parts) for training. Without: the scores (what `scores` gives), so that
+        evaluation too goes through forward, which DDP and FSDP2 wrap."""
         hidden = self.gpt.hidden(ids)  # (B * n, T, C)
+        if labels is None:
+            return self._scores(hidden, extract)
         task = self.head.loss(self._scores(hidden, extract), labels)
         if not self.lm_coef:
             return task, {"task_loss": task.detach()}

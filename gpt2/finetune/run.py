@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from gpt2 import distributed
+from gpt2.atomic import write_atomic
 from gpt2.config import FinetuneConfig, FinetunePredictConfig, check_output_file
 from gpt2.errors import GPT2Error
 from gpt2.finetune import heads
@@ -176,7 +177,7 @@ def score_examples(model: heads.TaskModel, encoded: list[Encoded], batch_size: i
     with torch.no_grad(), autocast:
         for i in range(0, len(encoded), batch_size):
             batch = collate(encoded[i : i + batch_size], pad, regression=False)
-            scores = model.scores(batch["ids"].to(device), batch["extract"].to(device)).float().cpu()
+            scores = model(batch["ids"].to(device), batch["extract"].to(device)).float().cpu()
             out.extend(scores)
     model.train(was_training)
     return out
@@ -273,10 +274,9 @@ class FineTuning(Job):
         d = loop.d
         mine = list(range(d.rank, len(self.eval_encoded), d.world))
         batch = self.cfg.eval.batch_size or self.micro_batch
-        model = distributed.unwrap(loop.model)
-        if distributed.is_fsdp(loop.model):
-            model = loop.model  # the sharded module computes with all ranks
-        scores = score_examples(model, [self.eval_encoded[i] for i in mine], batch, self.pad, self.device, loop.autocast)
+        share = -(-len(self.eval_encoded) // d.world)
+        mine += mine[: share - len(mine)]  # as many batches on every rank (FSDP2 gathers weights in each); repeats count once
+        scores = score_examples(loop.model, [self.eval_encoded[i] for i in mine], batch, self.pad, self.device, loop.autocast)
         gathered = distributed.all_gather_object(list(zip(mine, [s.tolist() for s in scores])), d)
         by_index = dict(pair for part in gathered for pair in part)
         ordered = [torch.tensor(by_index[i]) for i in range(len(self.eval_encoded))]
@@ -342,9 +342,8 @@ class FineTuning(Job):
             "model": str(self.cfg.model),
             "data": self.sources,
         }
-        (run / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        with open(run / "predictions.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(p) + "\n" for p in self.last_predictions)
+        write_atomic(run / "metrics.json", json.dumps(report, indent=1) + "\n")
+        write_atomic(run / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in self.last_predictions))
 
     def summary(self, loop: Loop) -> dict:
         return {m: loop.last_eval.get(m) for m in self.spec.metrics} if loop.last_eval else {}
@@ -423,9 +422,7 @@ def predict(cfg: FinetunePredictConfig) -> list[dict]:
     records = [prediction_record(spec, i, s, e.label) for i, (s, e) in enumerate(zip(scores, examples))]
     lines = "".join(json.dumps(r) + "\n" for r in records)
     if cfg.output is not None:
-        tmp = Path(cfg.output).with_name(Path(cfg.output).name + ".tmp")
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(cfg.output)
+        write_atomic(cfg.output, lines)
     else:
         sys.stdout.write(lines)
     labelled = [e.label for e in examples]

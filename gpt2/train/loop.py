@@ -31,6 +31,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from gpt2 import __version__, checkpoint, distributed, kernels
+from gpt2.atomic import write_atomic
 from gpt2.config import to_dict, to_toml
 from gpt2.distributed import Dist
 from gpt2.errors import GPT2Error
@@ -194,7 +195,7 @@ class Loop:
             "dataset": self.job.dataset,
         })
         self.metrics = Metrics(self.out, self.step_count if resume_path else None, self.cfg.log.tensorboard, self.job.csv_fields)
-        (self.out / "config.toml").write_text(to_toml(self.cfg), encoding="utf-8")
+        write_atomic(self.out / "config.toml", to_toml(self.cfg))
         threads = f", {self.threads} CPU thread(s)" if self.threads else ""
         log.info(
             "model: %s parameters (%d layers, %d heads, %d wide, context %d, vocabulary %s); %s on %s x %d%s, %s",

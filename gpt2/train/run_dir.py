@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from gpt2 import __version__, checkpoint
+from gpt2.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def write_run_info(out: Path, info: dict) -> None:
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         **info,
     }
-    (out / "run.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_atomic(out / "run.json", json.dumps(record, indent=1) + "\n")
 
 
 def duration(seconds: float) -> str:
