@@ -476,9 +476,16 @@ class PrepareConfig:
     shard_tokens: int = opt(100_000_000, "tokens per shard file (2 bytes each)")
     workers: int = opt(0, "threads that encode text (0: one per CPU core)")
     force: bool = opt(False, "replace the dataset in --out, a different one or the same (to rebuild damaged shards)")
+    decontaminate: list[str] = opt([], "evaluation tasks or groups whose text is cut out of the documents first (GPT-3's rule, "
+                                       "as `gpt2 overlap decontaminate` without its document-frequency exemption)")
+    decontaminate_n: int = opt(13, "words per n-gram of --decontaminate (GPT-3: 13)")
+    decontaminate_data_dir: Path | None = opt(None, "folder of local copies of the --decontaminate datasets, as for `gpt2 eval --data-dir`")
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        self.decontaminate = [v.strip() for item in self.decontaminate for v in str(item).split(",") if v.strip()]
+        if not 1 <= self.decontaminate_n <= 64:
+            raise ConfigError(f"--decontaminate-n must be between 1 and 64, got {self.decontaminate_n}")
         if not self.input:
             raise ConfigError("--input needs at least one file or directory")
         if not 0.0 <= self.val_fraction < 1.0:

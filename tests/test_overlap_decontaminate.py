@@ -136,3 +136,20 @@ def test_bad_input(capsys, tmp_path):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and fragment in err[-1] and len(err) == 1, err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_prepare_option(tmp_path):
+    from gpt2.data.shards import TokenDataset
+
+    docs = contaminated_corpus(tmp_path)
+    kept = list(decontaminate(docs, NgramIndex.of(PASSAGES, 13)))
+    prepare = ["-q", "prepare", "--input", str(tmp_path / "train.jsonl"), "--tokenizer", str(GPT2_BPE), "--val-fraction", "0"]
+    assert main([*prepare, "--out", str(tmp_path / "data"), "--decontaminate", "lambada", "--decontaminate-data-dir", str(SHARED)]) == 0
+    dataset = TokenDataset(tmp_path / "data")
+    text = dataset.tokenizer().decode(dataset.stream("train").read(0, dataset.num_tokens("train")).tolist())
+    assert text.split("<|endoftext|>")[1:] == kept  # each kept piece is a document
+    assert dataset.manifest["settings"]["decontaminate"] == {"tasks": ["lambada"], "n": 13}
+    assert main([*prepare, "--out", str(tmp_path / "plain")]) == 0
+    plain = TokenDataset(tmp_path / "plain")
+    assert plain.fingerprint != dataset.fingerprint and "decontaminate" not in plain.manifest["settings"]
+    assert plain.tokenizer().decode(plain.stream("train").read(0, plain.num_tokens("train")).tolist()).split("<|endoftext|>")[1:] == docs
