@@ -97,7 +97,7 @@ class Workers:
     """Worker processes (or, for one worker, the calling process) that run tasks on batches, a bounded
     number at a time, results in order."""
 
-    def __init__(self, workers: int, stripes: int = 64):
+    def __init__(self, workers: int, stripes: int = 16):
         self.workers = workers
         self.pool = None
         if workers > 1:
