@@ -164,3 +164,17 @@ def test_header_records_what_was_built(small_filter):
     length = int.from_bytes(raw[12:16], "little")
     assert json.loads(raw[16 : 16 + length]) == header
     assert len(raw) == B.HEADER_BYTES + (header["m"] + 63) // 64 * 8
+
+
+def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+    from gpt2.config import OverlapBuildConfig
+    from gpt2.overlap import build
+
+    def interrupted(*args, **kwargs):
+        assert (tmp_path / "f.bloom.part").exists()  # the bits are filled in the .part file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build.B, "finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build.build(OverlapBuildConfig(input=[TRAIN[1]], out=tmp_path / "f.bloom", workers=1, random_queries=0))
+    assert list(tmp_path.iterdir()) == []

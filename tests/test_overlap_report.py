@@ -135,3 +135,28 @@ def test_metrics_on_clean_and_dirty_examples_of_an_eval_run(gpt2_tokenizer, tmp_
     assert report["test_sets"]["nq"]["clean_dirty"]["first_example"] == 2
     md = (tmp_path / "report" / "overlap.md").read_text()
     assert "## Metrics on all, clean and dirty examples" in md and "| LAMBADA | acc-stopword-filter |" in md
+
+
+@pytest.mark.slow
+def test_every_local_task_against_an_exact_computation(tmp_path):
+    """All the shared text that is no test set as training text (two worker processes, fp 1e-8); every task whose
+    data is here: the report's counts equal exact sets of word tuples."""
+    from gpt2.overlap.testsets import task_test_set
+
+    train_files = [SHARED / "tinyshakespeare" / "input.txt", SHARED / "botchan" / "botchan.txt", *TRAIN,
+                   *sorted((SHARED / "glue").rglob("*train*")), SHARED / "glue" / "STS-B" / "dev.tsv"]
+    bloom = tmp_path / "shared.bloom"
+    assert main(["-q", "overlap", "build", "--input", *map(str, train_files), "--out", str(bloom), "--workers", "2"]) == 0
+    tasks = ["wikitext2", "ptb", "lambada", "wsc273", "nq", "sst2", "cola", "story-cloze", "cnndm"]
+    report = report_command(OverlapReportConfig(filter=bloom, out=tmp_path / "report", tasks=tasks, data_dir=SHARED))
+    train = {g for p in train_files for g in grams(read_text(p))}
+    for task in tasks:
+        ts = task_test_set(task, SHARED)
+        every = [g for d in ts.documents for g in grams(d)]
+        got = report["test_sets"][task]
+        assert (got["ngrams"], got["found"]) == (len(every), sum(g in train for g in every)), task
+        lines = (tmp_path / "report" / "examples" / f"{task}.jsonl").read_text().splitlines() if ts.examples else []
+        for i, text in enumerate(ts.examples or []):
+            g = grams(text)
+            assert json.loads(lines[i])["found"] == sum(x in train for x in g), (task, i)
+    assert report["test_sets"]["cola"]["found"] > 100

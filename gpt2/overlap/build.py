@@ -176,13 +176,20 @@ def _bar(total: int, desc: str) -> tqdm:
 
 def build(cfg) -> dict:
     """`gpt2 overlap build`: write the filter to cfg.out; returns its header."""
+    part = Path(cfg.out).with_name(Path(cfg.out).name + ".part")
+    try:
+        return _build(cfg, part)
+    finally:
+        part.unlink(missing_ok=True)  # an interrupted or failed build leaves nothing behind
+
+
+def _build(cfg, part: Path) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     splits = tuple(cfg.splits)
     inputs = list_inputs(cfg.input, splits)
     total = sum(i.size for i in inputs)
     workers = cfg.workers or os.cpu_count() or 1
-    part = out.with_name(out.name + ".part")
     with Workers(workers) as pool:
         ngrams, counter = 0, DistinctCount()
         with _bar(total, "counting n-grams") as bar:
@@ -207,7 +214,6 @@ def build(cfg) -> dict:
                 added += count
                 bar.update(size)
     if added != ngrams:
-        part.unlink(missing_ok=True)
         raise GPT2Error(f"the inputs changed while they were read ({ngrams:,} {cfg.n}-grams, then {added:,}); build again")
     # the filter must see every bit the workers set: reopen the file rather than trust this mapping's view
     bloom = B.attach(part, m, k)
