@@ -8,8 +8,10 @@ normalise and hash batches of documents while the main process reads them):
    distinct n-grams that is the exact count, above it an estimate within
    0.1% (one standard error); the filter is then sized for the estimate plus
    four standard errors, so that the false-positive bound holds;
-2. fill: the keys are computed again and their bits set in the memory-mapped
-   file, under one lock per stripe of the bit array.
+2. fill: the bits of the keys are set in the memory-mapped file, under one
+   lock per stripe of the bit array. The first pass keeps each batch's
+   distinct keys while they take less than 1 GiB (134M keys), and then the
+   second reads no text; for larger inputs it reads and hashes them again.
 
 The filter is written to FILTER.part and renamed when complete, so FILTER is
 never a half-written file. At the end 1M random strings (n random 12-letter
@@ -38,12 +40,13 @@ import gpt2
 from gpt2.errors import GPT2Error
 from gpt2.overlap import bloom as B
 from gpt2.overlap.documents import Input, iter_documents, list_inputs
-from gpt2.overlap.ngrams import ngram_keys, random_keys
+from gpt2.overlap.ngrams import distinct, ngram_keys, random_keys
 
 log = logging.getLogger(__name__)
 
 SKETCH = 1 << 20
 BATCH_CHARS = 1 << 21  # text per task: large enough that a task's overhead is small, small enough to overlap work
+KEEP_KEYS_BYTES = 1 << 30  # the first pass keeps each batch's distinct keys up to this much memory: then the second reads no text
 
 
 # ----------------------------------------------------------------------------
@@ -79,17 +82,28 @@ def _init_worker(locks: list | None) -> None:
 
 
 def _count(texts: list[str], n: int) -> tuple[int, np.ndarray]:
-    """The batch's number of n-grams and its SKETCH smallest distinct keys."""
+    """The batch's number of n-grams and its distinct keys (sorted)."""
     keys, _ = ngram_keys(texts, n)
-    return len(keys), np.unique(keys)[:SKETCH]
+    return len(keys), distinct(keys)
+
+
+def _bloom(path: str, m: int, k: int) -> B.BloomFilter:
+    """The filter file being built, memory-mapped once per worker process."""
+    if _STATE.get("file") != (path, m, k):
+        _STATE["bloom"], _STATE["file"] = B.attach(Path(path), m, k), (path, m, k)
+    return _STATE["bloom"]
 
 
 def _insert(texts: list[str], n: int, path: str, m: int, k: int) -> int:
-    """Set the bits of the batch's n-grams in the filter file at `path`; returns how many were added."""
-    if _STATE.get("file") != (path, m, k):
-        _STATE["bloom"], _STATE["file"] = B.attach(Path(path), m, k), (path, m, k)
+    """Set the bits of the batch's n-grams in the filter file at `path`; returns how many there were."""
     keys, _ = ngram_keys(texts, n)
-    _STATE["bloom"].add(keys, _STATE.get("locks"))
+    _bloom(path, m, k).add(keys, _STATE.get("locks"))
+    return len(keys)
+
+
+def _insert_keys(keys: np.ndarray, path: str, m: int, k: int) -> int:
+    """Set the bits of keys kept from the first pass."""
+    _bloom(path, m, k).add(keys, _STATE.get("locks"))
     return len(keys)
 
 
@@ -107,15 +121,15 @@ class Workers:
         else:
             _init_worker(None)
 
-    def map(self, fn: Callable, items: Iterable[tuple[list[str], int]], *args) -> Iterator[tuple[object, int]]:
-        """(fn(documents, *args), bytes) for each batch, in order."""
+    def map(self, fn: Callable, items: Iterable[tuple[object, int]], *args) -> Iterator[tuple[object, int]]:
+        """(fn(payload, *args), size) for each (payload, size), in order."""
         if self.pool is None:
-            for docs, size in items:
-                yield fn(docs, *args), size
+            for payload, size in items:
+                yield fn(payload, *args), size
             return
         pending: collections.deque = collections.deque()
-        for docs, size in items:
-            pending.append((self.pool.submit(fn, docs, *args), size))
+        for payload, size in items:
+            pending.append((self.pool.submit(fn, payload, *args), size))
             if len(pending) >= 2 * self.workers:
                 future, size = pending.popleft()
                 yield future.result(), size
@@ -156,7 +170,7 @@ class DistinctCount:
             self._compact()
 
     def _compact(self) -> np.ndarray:
-        kept = np.unique(np.concatenate(self.parts))[: self.size] if self.parts else np.zeros(0, dtype=np.uint64)
+        kept = distinct(np.concatenate(self.parts))[: self.size] if self.parts else np.zeros(0, dtype=np.uint64)
         self.parts, self.held = [kept], len(kept)
         if len(kept) == self.size:
             self.limit = kept[-1]
@@ -191,11 +205,16 @@ def _build(cfg, part: Path) -> dict:
     total = sum(i.size for i in inputs)
     workers = cfg.workers or os.cpu_count() or 1
     with Workers(workers) as pool:
-        ngrams, counter = 0, DistinctCount()
+        ngrams, counter, kept, kept_bytes = 0, DistinctCount(), [], 0
         with _bar(total, "counting n-grams") as bar:
-            for (count, smallest), size in pool.map(_count, batches(inputs, cfg.jsonl_field, splits), cfg.n):
+            for (count, unique), size in pool.map(_count, batches(inputs, cfg.jsonl_field, splits), cfg.n):
                 ngrams += count
-                counter.add(smallest)
+                counter.add(unique[:SKETCH])
+                if kept is not None:
+                    kept.append(unique)
+                    kept_bytes += unique.nbytes
+                    if kept_bytes > KEEP_KEYS_BYTES:
+                        kept = None  # too many to hold: the second pass reads the inputs again
                 bar.update(size)
         if ngrams == 0:
             raise GPT2Error(
@@ -208,13 +227,19 @@ def _build(cfg, part: Path) -> dict:
         log.info("%s %d-grams, %s distinct%s: %s bits (%.1f MB), k = %d", f"{ngrams:,}", cfg.n, f"{distinct:,}",
                  "" if exact else " (estimated)", f"{m:,}", m / 8e6, k)
         bloom = B.create(part, m, k)
-        added = 0
-        with _bar(total, "filling the filter") as bar:
-            for count, size in pool.map(_insert, batches(inputs, cfg.jsonl_field, splits), cfg.n, str(part), m, k):
-                added += count
-                bar.update(size)
-    if added != ngrams:
-        raise GPT2Error(f"the inputs changed while they were read ({ngrams:,} {cfg.n}-grams, then {added:,}); build again")
+        if kept is not None:
+            with tqdm(total=sum(len(x) for x in kept), unit="n-gram", unit_scale=True, desc="filling the filter", file=sys.stderr,
+                      disable=None) as bar:
+                for count, _ in pool.map(_insert_keys, ((x, 0) for x in kept), str(part), m, k):
+                    bar.update(count)
+        else:
+            added = 0
+            with _bar(total, "filling the filter") as bar:
+                for count, size in pool.map(_insert, batches(inputs, cfg.jsonl_field, splits), cfg.n, str(part), m, k):
+                    added += count
+                    bar.update(size)
+            if added != ngrams:
+                raise GPT2Error(f"the inputs changed while they were read ({ngrams:,} {cfg.n}-grams, then {added:,}); build again")
     # the filter must see every bit the workers set: reopen the file rather than trust this mapping's view
     bloom = B.attach(part, m, k)
     queries = random_keys(cfg.random_queries, cfg.n, seed=0) if cfg.random_queries else np.zeros(0, dtype=np.uint64)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from gpt2.errors import GPT2Error
 from gpt2.overlap.documents import iter_documents, list_inputs
-from gpt2.overlap.ngrams import ngram_keys, word_spans
+from gpt2.overlap.ngrams import distinct, ngram_keys, word_spans
 from gpt2.overlap.testsets import TestSet, file_test_set, task_names, task_test_set
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class NgramIndex:
     """The distinct n-gram keys of the test sets, for exact lookups."""
 
     def __init__(self, keys: np.ndarray, n: int):
-        self.keys = np.unique(np.asarray(keys, dtype=np.uint64))
+        self.keys = distinct(keys)
         self.n = n
 
     @classmethod
@@ -109,7 +109,7 @@ class NgramIndex:
         return self.keys[at] == keys
 
     def without(self, keys: np.ndarray) -> NgramIndex:
-        return NgramIndex(np.setdiff1d(self.keys, keys, assume_unique=False), self.n)
+        return NgramIndex(self.keys[~np.isin(self.keys, keys)], self.n)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -136,8 +136,9 @@ def common_ngrams(documents: Iterable[str], index: NgramIndex, max_documents: in
         if not hit.any():
             continue
         owner = np.repeat(np.arange(len(batch)), np.diff(offsets))[hit]
-        pairs = np.unique(np.stack([owner.astype(np.uint64), keys[hit]]), axis=1)  # each (document, n-gram) once
-        np.add.at(counts, np.searchsorted(index.keys, pairs[1]), 1)
+        where = np.searchsorted(index.keys, keys[hit])
+        pairs = distinct(owner.astype(np.uint64) * np.uint64(len(index)) + where.astype(np.uint64))  # each (document, n-gram) once
+        np.add.at(counts, (pairs % np.uint64(len(index))).astype(np.int64), 1)
     return index.keys[counts > max_documents]
 
 

@@ -36,7 +36,7 @@ from gpt2.errors import GPT2Error
 from gpt2.overlap import bloom as B
 from gpt2.overlap import subsets
 from gpt2.overlap.documents import iter_documents, list_inputs
-from gpt2.overlap.ngrams import ngram_keys
+from gpt2.overlap.ngrams import distinct, ngram_keys
 from gpt2.overlap.testsets import TestSet, file_test_set, task_names, task_test_set
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,15 @@ class Overlap:
 
     def totals(self, lookup) -> dict:
         """n-grams and found, counted per occurrence and per distinct n-gram."""
-        distinct = np.unique(self.keys)
-        found_distinct = int(lookup(distinct).sum()) if len(distinct) else 0
+        unique = distinct(self.keys)
+        found_distinct = int(lookup(unique).sum()) if len(unique) else 0
         return {
             "ngrams": len(self.keys),
             "found": int(self.found.sum()),
             "percent": _percent(int(self.found.sum()), len(self.keys)),
-            "distinct_ngrams": len(distinct),
+            "distinct_ngrams": len(unique),
             "distinct_found": found_distinct,
-            "distinct_percent": _percent(found_distinct, len(distinct)),
+            "distinct_percent": _percent(found_distinct, len(unique)),
         }
 
     def per_text(self) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +111,7 @@ class ExactSet:
     """The distinct n-gram keys of some text, for exact lookups (a sorted array, 8 bytes per n-gram)."""
 
     def __init__(self, keys: np.ndarray):
-        self.keys = np.unique(keys)
+        self.keys = distinct(keys)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         if not len(self.keys):
