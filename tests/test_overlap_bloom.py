@@ -178,3 +178,24 @@ def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build.build(OverlapBuildConfig(input=[TRAIN[1]], out=tmp_path / "f.bloom", workers=1, random_queries=0))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_large_corpus_path_reads_twice_and_estimates(tmp_path, monkeypatch):
+    """Above the memory budget the second pass hashes the text again; above the sketch the count is estimated:
+    the same n-grams go in either way, and the estimate's margin keeps the false-positive bound."""
+    from gpt2.config import OverlapBuildConfig
+    from gpt2.overlap import build
+
+    def run(name: str) -> dict:
+        return build.build(OverlapBuildConfig(input=[TRAIN[1]], out=tmp_path / name, workers=1, random_queries=0))
+
+    exact = run("exact.bloom")
+    monkeypatch.setattr(build, "KEEP_KEYS_BYTES", 1)
+    assert run("reread.bloom")["bits_sha256"] == exact["bits_sha256"]
+    monkeypatch.setattr(build, "SKETCH", 4096)
+    estimated = run("estimated.bloom")
+    assert exact["distinct_exact"] and not estimated["distinct_exact"] and estimated["ngrams"] == exact["ngrams"]
+    assert abs(estimated["distinct"] / exact["distinct"] - 1) < 4 / math.sqrt(4094)
+    assert estimated["capacity"] >= exact["distinct"] and estimated["expected_fp_rate"] <= 1e-8
+    keys, _ = ngram_keys([read_text(TRAIN[1])], 8)
+    assert B.open_filter(tmp_path / "estimated.bloom").contains(keys).all()

@@ -154,7 +154,7 @@ class DistinctCount:
     """The number of distinct keys seen, exact below `size`, else estimated from the `size` smallest
     ("k minimum values"): (size - 1) / (the size-th smallest / 2^64), standard error 1 / sqrt(size - 2)."""
 
-    def __init__(self, size: int = SKETCH):
+    def __init__(self, size: int):
         self.size = size
         self.parts: list[np.ndarray] = []
         self.held = 0
@@ -205,7 +205,7 @@ def _build(cfg, part: Path) -> dict:
     total = sum(i.size for i in inputs)
     workers = cfg.workers or os.cpu_count() or 1
     with Workers(workers) as pool:
-        ngrams, counter, kept, kept_bytes = 0, DistinctCount(), [], 0
+        ngrams, counter, kept, kept_bytes = 0, DistinctCount(SKETCH), [], 0
         with _bar(total, "counting n-grams") as bar:
             for (count, unique), size in pool.map(_count, batches(inputs, cfg.jsonl_field, splits), cfg.n):
                 ngrams += count
@@ -221,12 +221,12 @@ def _build(cfg, part: Path) -> dict:
                 f"the inputs ({', '.join(map(str, cfg.input))}) hold no {cfg.n}-grams: no document has {cfg.n} words; "
                 f"check the paths (and --jsonl-field), or choose a smaller --n"
             )
-        distinct, exact = counter.result()
-        capacity = distinct if exact else math.ceil(distinct * (1 + 4 / math.sqrt(SKETCH - 2)))
+        n_distinct, exact = counter.result()
+        capacity = n_distinct if exact else math.ceil(n_distinct * (1 + 4 / math.sqrt(SKETCH - 2)))
         m, k = B.design(capacity, cfg.fp_rate)
-        log.info("%s %d-grams, %s distinct%s: %s bits (%.1f MB), k = %d", f"{ngrams:,}", cfg.n, f"{distinct:,}",
+        log.info("%s %d-grams, %s distinct%s: %s bits (%.1f MB), k = %d", f"{ngrams:,}", cfg.n, f"{n_distinct:,}",
                  "" if exact else " (estimated)", f"{m:,}", m / 8e6, k)
-        bloom = B.create(part, m, k)
+        B.create(part, m, k)  # the workers map the file
         if kept is not None:
             with tqdm(total=sum(len(x) for x in kept), unit="n-gram", unit_scale=True, desc="filling the filter", file=sys.stderr,
                       disable=None) as bar:
@@ -240,18 +240,17 @@ def _build(cfg, part: Path) -> dict:
                     bar.update(size)
             if added != ngrams:
                 raise GPT2Error(f"the inputs changed while they were read ({ngrams:,} {cfg.n}-grams, then {added:,}); build again")
-    # the filter must see every bit the workers set: reopen the file rather than trust this mapping's view
-    bloom = B.attach(part, m, k)
+    bloom = B.attach(part, m, k)  # what the workers wrote
     queries = random_keys(cfg.random_queries, cfg.n, seed=0) if cfg.random_queries else np.zeros(0, dtype=np.uint64)
     hits = int(bloom.contains(queries).sum())
     header = {
         "n": cfg.n,
         "ngrams": ngrams,
-        "distinct": distinct,
+        "distinct": n_distinct,
         "distinct_exact": exact,
         "capacity": capacity,
         "fp_rate": cfg.fp_rate,
-        "expected_fp_rate": B.false_positive_rate(m, k, distinct),
+        "expected_fp_rate": B.false_positive_rate(m, k, n_distinct),
         "random_queries": len(queries),
         "random_hits": hits,
         "measured_fp_rate": hits / len(queries) if len(queries) else None,
@@ -268,7 +267,7 @@ def _build(cfg, part: Path) -> dict:
     log.info(
         "wrote %s: %s %d-grams (%s distinct) in %s bits = %.2f bits per distinct n-gram, k = %d, %.1f%% of bits set; "
         "false-positive rate: %.2g expected, %d of %s random strings found (%.2g) in %.1f s",
-        out, f"{ngrams:,}", cfg.n, f"{distinct:,}", f"{m:,}", m / distinct, k, 100 * header["fill"],
+        out, f"{ngrams:,}", cfg.n, f"{n_distinct:,}", f"{m:,}", m / n_distinct, k, 100 * header["fill"],
         header["expected_fp_rate"], hits, f"{len(queries):,}", header["measured_fp_rate"] or 0.0, header["seconds"],
     )
     return header
