@@ -97,7 +97,7 @@ def _bloom(path: str, m: int, k: int) -> B.BloomFilter:
 def _insert(texts: list[str], n: int, path: str, m: int, k: int) -> int:
     """Set the bits of the batch's n-grams in the filter file at `path`; returns how many there were."""
     keys, _ = ngram_keys(texts, n)
-    _bloom(path, m, k).add(keys, _STATE.get("locks"))
+    _bloom(path, m, k).add(distinct(keys), _STATE.get("locks"))  # a repeated n-gram's bits are set once
     return len(keys)
 
 
