@@ -49,10 +49,22 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     # ---- evaluation
     "eval": ("the paper's zero-shot evaluations on one model (Table 3 and more)", "gpt2.evaluate.run:eval_command", C.EvalConfig),
     "report": ("Table 3 and Figure-1/4 style plots from several `gpt2 eval` runs", "gpt2.evaluate.report:report_command", C.ReportConfig),
+    "overlap build": ("a Bloom filter of the n-grams of training text (paper section 4)", "gpt2.overlap.build:build", C.OverlapBuildConfig),
+    "overlap report": (
+        "how much of each test set is in a filter: Table 6, per example, metrics on clean / dirty examples",
+        "gpt2.overlap.report:report_command", C.OverlapReportConfig,
+    ),
+    "overlap decontaminate": (
+        "remove training text that overlaps evaluation sets (GPT-3's 13-gram rule) -> JSON lines",
+        "gpt2.overlap.decontaminate:decontaminate_command", C.OverlapDecontaminateConfig,
+    ),
 
 }
 
-GROUPS = {"tokenizer": "byte-level BPE: train, encode, decode"}
+GROUPS = {
+    "tokenizer": "byte-level BPE: train, encode, decode",
+    "overlap": "the paper's n-gram overlap study (section 4): Bloom filters, Table 6, decontamination",
+}
 
 log = logging.getLogger("gpt2")
 

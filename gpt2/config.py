@@ -476,9 +476,16 @@ class PrepareConfig:
     shard_tokens: int = opt(100_000_000, "tokens per shard file (2 bytes each)")
     workers: int = opt(0, "threads that encode text (0: one per CPU core)")
     force: bool = opt(False, "replace the dataset in --out, a different one or the same (to rebuild damaged shards)")
+    decontaminate: list[str] = opt([], "evaluation tasks or groups whose text is cut out of the documents first (GPT-3's rule, "
+                                       "as `gpt2 overlap decontaminate` without its document-frequency exemption)")
+    decontaminate_n: int = opt(13, "words per n-gram of --decontaminate (GPT-3: 13)")
+    decontaminate_data_dir: Path | None = opt(None, "folder of local copies of the --decontaminate datasets, as for `gpt2 eval --data-dir`")
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        self.decontaminate = [v.strip() for item in self.decontaminate for v in str(item).split(",") if v.strip()]
+        if not 1 <= self.decontaminate_n <= 64:
+            raise ConfigError(f"--decontaminate-n must be between 1 and 64, got {self.decontaminate_n}")
         if not self.input:
             raise ConfigError("--input needs at least one file or directory")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -871,3 +878,113 @@ class ReportConfig:
     def __post_init__(self) -> None:
         if not self.results:
             raise ConfigError("--results needs at least one results.json (or a `gpt2 eval` output directory)")
+
+
+# ---- the overlap study (gpt2 overlap ...) -----------------------------------------
+
+
+def _names(values: list[str]) -> list[str]:
+    """'a,b c' style lists of names -> ['a', 'b', 'c']."""
+    return [v.strip() for item in values for v in str(item).split(",") if v.strip()]
+
+
+@dataclass
+class OverlapBuildConfig:
+    """`gpt2 overlap build`: a Bloom filter of the n-grams of training text (GPT-2 paper, section 4), sized for a
+    false-positive rate, memory-mapped for queries; reports the rate measured on random strings."""
+
+    input: list[Path] = opt(help="training text: text files (one document each), JSON lines (.jsonl, one document per line; "
+                                 ".gz / .zst), `gpt2 prepare` dataset directories, or directories of files")
+    out: Path = opt(help="the filter file to write")
+    n: int = opt(8, "words per n-gram (the paper: 8)")
+    fp_rate: float = opt(1e-8, "false-positive rate the filter is sized for (the paper: 1e-8)")
+    jsonl_field: str = opt("text", "the field of each JSON line that holds the document")
+    splits: list[str] = opt(["train"], "splits of `gpt2 prepare` datasets to read (train, val)")
+    workers: int = opt(0, "processes that hash text (0: one per CPU core)")
+    random_queries: int = opt(1_000_000, "random strings looked up to measure the false-positive rate (the paper: 1M)")
+    force: bool = opt(False, "replace an existing --out file")
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ConfigError("--input needs at least one file or directory")
+        if not 1 <= self.n <= 64:
+            raise ConfigError(f"--n must be between 1 and 64, got {self.n}")
+        if not 1e-15 <= self.fp_rate < 1:
+            raise ConfigError(f"--fp-rate must be in [1e-15, 1), got {self.fp_rate}")
+        self.splits = _names(self.splits)
+        if not self.splits or set(self.splits) - {"train", "val"}:
+            raise ConfigError(f"--splits takes train and/or val, got {','.join(self.splits) or 'nothing'}")
+        if self.workers < 0 or self.random_queries < 0:
+            raise ConfigError("--workers and --random-queries must be 0 or more")
+        if not self.jsonl_field:
+            raise ConfigError("--jsonl-field must not be empty")
+        check_output_file(self.out, self.force, "--out")
+
+
+@dataclass
+class OverlapReportConfig:
+    """`gpt2 overlap report`: the share of each test set's n-grams found in a filter (the paper's Table 6), the
+    overlap of every example, and, given a `gpt2 eval` folder, every metric on all / clean / dirty examples."""
+
+    filter: Path = opt(help="a filter written by `gpt2 overlap build`")
+    out: Path = opt(help="directory for overlap.json, overlap.md, examples/TASK.jsonl and overlap_histogram.png")
+    tasks: list[str] = opt([], "evaluation tasks or groups, read as `gpt2 eval` reads them (e.g. wikitext2,ptb,lambada,wsc273)")
+    input: list[Path] = opt([], "other test sets: text or JSON-lines files (each line an example)")
+    own_train: list[str] = opt([], "NAME=FILE: also look the test set NAME up in its own training split FILE (Table 6's second column)")
+    results: Path | None = opt(None, "a `gpt2 eval` output folder: recompute its metrics on all, clean and dirty examples")
+    data_dir: Path | None = opt(None, "folder of local dataset copies, as for `gpt2 eval --data-dir`")
+    n: int | None = opt(None, "n-gram length expected of the filter (default: the filter's own)")
+    dirty_threshold: float = opt(0.15, "an example is dirty above this fraction of its n-grams found (the paper: 15%)")
+    jsonl_field: str = opt("text", "the field of each JSON line that holds the text")
+    verify: bool = opt(True, "check the filter's bits against their checksum first (reads the whole file once)")
+    force: bool = opt(False, "replace a report already in --out")
+
+    def __post_init__(self) -> None:
+        self.tasks = _names(self.tasks)
+        if not self.tasks and not self.input:
+            raise ConfigError("name test sets with --tasks (e.g. wikitext2,ptb,lambada) and/or --input FILE")
+        if not 0 <= self.dirty_threshold < 1:
+            raise ConfigError(f"--dirty-threshold must be in [0, 1), got {self.dirty_threshold}")
+        if self.n is not None and not 1 <= self.n <= 64:
+            raise ConfigError(f"--n must be between 1 and 64, got {self.n}")
+        for item in self.own_train:
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ConfigError(f"--own-train takes NAME=FILE (e.g. wikitext2=wiki.train.tokens), got {item!r}")
+
+
+@dataclass
+class OverlapDecontaminateConfig:
+    """`gpt2 overlap decontaminate`: remove the text of training documents that overlaps evaluation sets, by GPT-3's
+    rule (Brown et al. 2020, appendix C): cut out each 13-gram found with 200 characters on either side, drop pieces
+    under 200 characters and documents cut into more than 10 pieces; write the rest as JSON lines."""
+
+    input: list[Path] = opt(help="training text: text files, JSON lines (.jsonl; .gz / .zst), `gpt2 prepare` datasets, directories")
+    out: Path = opt(help="JSON-lines file of the kept pieces ({\"text\", \"source\", \"document\", \"piece\"} per line)")
+    tasks: list[str] = opt([], "evaluation tasks or groups whose text is removed (read as `gpt2 eval` reads them)")
+    test_input: list[Path] = opt([], "other test sets whose text is removed: text or JSON-lines files")
+    data_dir: Path | None = opt(None, "folder of local dataset copies, as for `gpt2 eval --data-dir`")
+    n: int = opt(13, "words per n-gram (GPT-3: 13)")
+    window: int = opt(200, "characters removed on either side of each n-gram found (GPT-3: 200)")
+    min_piece: int = opt(200, "pieces shorter than this many characters are dropped (GPT-3: 200)")
+    max_pieces: int = opt(10, "a document cut into more pieces than this is dropped whole (GPT-3: 10)")
+    max_doc_frequency: int = opt(10, "ignore test n-grams found in more training documents than this: common phrases, not "
+                                     "contamination (GPT-3: 10; 0: use every n-gram; costs a first pass)")
+    jsonl_field: str = opt("text", "the field of each JSON line that holds the document")
+    splits: list[str] = opt(["train"], "splits of `gpt2 prepare` datasets to read (train, val)")
+    force: bool = opt(False, "replace an existing --out file")
+
+    def __post_init__(self) -> None:
+        self.tasks = _names(self.tasks)
+        self.splits = _names(self.splits)
+        if not self.input:
+            raise ConfigError("--input needs at least one file or directory")
+        if not self.tasks and not self.test_input:
+            raise ConfigError("name what to remove with --tasks (e.g. lambada,wikitext2) and/or --test-input FILE")
+        if not 1 <= self.n <= 64:
+            raise ConfigError(f"--n must be between 1 and 64, got {self.n}")
+        if min(self.window, self.min_piece, self.max_doc_frequency) < 0 or self.max_pieces < 1:
+            raise ConfigError("--window, --min-piece and --max-doc-frequency must be 0 or more, --max-pieces at least 1")
+        if not self.splits or set(self.splits) - {"train", "val"}:
+            raise ConfigError(f"--splits takes train and/or val, got {','.join(self.splits) or 'nothing'}")
+        check_output_file(self.out, self.force, "--out")

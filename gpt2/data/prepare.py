@@ -139,6 +139,17 @@ def iter_documents(path: Path, text_documents: str = "file", jsonl_field: str = 
         raise GPT2Error(f"{path} is not a complete gzip file ({e})") from None
 
 
+def _documents(path: Path, cfg, removed=None) -> Iterator[str]:
+    """The documents of one input file, with the text of the --decontaminate evaluation sets cut out (GPT-3's
+    13-gram rule, gpt2/overlap/decontaminate.py); `removed` counts what was cut."""
+    documents = iter_documents(path, cfg.text_documents, cfg.jsonl_field)
+    if not cfg.decontaminate:
+        return documents
+    from gpt2.overlap.decontaminate import for_prepare
+
+    return for_prepare(cfg)(documents, removed)
+
+
 def _doc_key(text: str, seed: int) -> int:
     """A keyed 64-bit hash of a document: its place in the held-out draw."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.to_bytes(8, "little", signed=True))
@@ -229,6 +240,8 @@ def prepare(cfg) -> dict:
         "jsonl_field": cfg.jsonl_field,
         "shard_tokens": cfg.shard_tokens,
     }
+    if cfg.decontaminate:  # only then, so that the fingerprints of other datasets stay as they were
+        settings["decontaminate"] = {"tasks": cfg.decontaminate, "n": cfg.decontaminate_n}
     identity = {
         "inputs": [[i["sha256"], i["bytes"]] for i in inputs],
         "tokenizer": tok.fingerprint(),
@@ -326,10 +339,15 @@ def prepare(cfg) -> dict:
         split.shards.append({"file": name, "tokens": int(len(tokens)), "next": nxt})
         save()
 
+    removed = None
+    if cfg.decontaminate:
+        from gpt2.overlap.decontaminate import Removed
+
+        removed = Removed()
     with tqdm(total=documents["total"], unit="doc", desc="encoding", file=sys.stderr, disable=None) as bar:
         doc = -1
         for path in files:
-            for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field):
+            for text in _documents(path, cfg, removed):
                 doc += 1
                 split = splits["val" if threshold is not None and _doc_key(text, cfg.seed) <= int(threshold) else "train"]
                 split.documents += 1
@@ -349,6 +367,8 @@ def prepare(cfg) -> dict:
         if split.buffered:
             _write(split, split.cut(split.buffered, last_doc))
     save(complete=True)
+    if removed is not None:
+        log.info("decontamination (%s, %d-grams): %s", ",".join(cfg.decontaminate), cfg.decontaminate_n, removed.summary())
     log.info("prepared %s: %s in %.1f s", out, _summary(manifest), time.perf_counter() - t0)
     return manifest
 
@@ -358,7 +378,7 @@ def _draw_held_out(files: list[Path], cfg) -> dict:
     keys = []
     with tqdm(total=len(files), unit="file", desc="reading", file=sys.stderr, disable=None) as bar:
         for path in files:
-            keys += [_doc_key(text, cfg.seed) for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field)]
+            keys += [_doc_key(text, cfg.seed) for text in _documents(path, cfg)]
             bar.update(1)
     n = len(keys)
     if n == 0:
@@ -381,7 +401,7 @@ def split_documents(cfg, split: str) -> Iterator[str]:
     files = list_inputs(cfg.input)
     threshold = _draw_held_out(files, cfg)["threshold"]
     for path in files:
-        for text in iter_documents(path, cfg.text_documents, cfg.jsonl_field):
+        for text in _documents(path, cfg):
             held_out = threshold is not None and _doc_key(text, cfg.seed) <= int(threshold)
             if held_out == (split == "val"):
                 yield text

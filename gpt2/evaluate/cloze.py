@@ -90,7 +90,9 @@ def lambada(ctx: Context) -> TaskOutput:
     ]
     details = {"multi_token_targets": sum(s.n_tokens > 1 for s in scores)}
     samples = [
-        {"target": t, "logprob": s.total, "greedy": s.all_greedy} for (_, t), s in zip(pairs, scores)
+        {"target": t, "logprob": s.total, "greedy": s.all_greedy, "greedy_last_token": bool(s.greedy[-1]),
+         "greedy_stopword_filter": bool(s.greedy_filtered.all())}
+        for (_, t), s in zip(pairs, scores)
     ]
     return TaskOutput(metrics, len(scores), n_tokens, details, samples)
 
@@ -212,7 +214,7 @@ def sst2(ctx: Context) -> TaskOutput:
     scores = ctx.scorer.score([(c, words) for c in contexts], desc="SST-2")
     preds = [int(row[0].total > row[1].total) for row in scores]
     metrics = [Metric("acc", "accuracy", "sentence + ' very': p(' positive') > p(' negative')", _pct(p == y for p, (_, y) in zip(preds, rows)), "%")]
-    return TaskOutput(metrics, len(rows), 2 * len(rows))
+    return TaskOutput(metrics, len(rows), 2 * len(rows), {}, [{"pick": p, "answer": y} for p, (_, y) in zip(preds, rows)])
 
 
 def cola(ctx: Context) -> TaskOutput:
@@ -231,7 +233,8 @@ def cola(ctx: Context) -> TaskOutput:
         Metric("mcc", "Matthews correlation", f"mean token log-prob >= threshold; {how}", 100 * matthews_corrcoef(labels, preds), "MCC x 100"),
         Metric("acc", "accuracy", f"mean token log-prob >= threshold; {how}", _pct(p == y for p, y in zip(preds, labels)), "%"),
     ]
-    return TaskOutput(metrics, len(rows), sum(len(s) for s in sentences), {"threshold": threshold})
+    samples = [{"score": s, "label": y} for s, y in zip(scores, labels)]
+    return TaskOutput(metrics, len(rows), sum(len(s) for s in sentences), {"threshold": threshold}, samples)
 
 
 def _race_request(q: D.RaceQuestion) -> tuple[str, list[str]]:
@@ -256,7 +259,8 @@ def race(ctx: Context) -> TaskOutput:
     picks = [_argmax([s.mean for s in row]) for row in scores]
     metrics = [Metric("acc", "accuracy", "option with the highest mean token log-prob given article and question",
                       _pct(p == q.answer for p, q in zip(picks, questions)), "%")]
-    return TaskOutput(metrics, len(questions), sum(s.n_tokens for row in scores for s in row))
+    samples = [{"pick": p, "answer": q.answer} for p, q in zip(picks, questions)]
+    return TaskOutput(metrics, len(questions), sum(s.n_tokens for row in scores for s in row), {}, samples)
 
 
 def story_cloze(ctx: Context) -> TaskOutput:
@@ -268,4 +272,5 @@ def story_cloze(ctx: Context) -> TaskOutput:
     picks = [_argmax([s.mean for s in row]) for row in scores]
     metrics = [Metric("acc", "accuracy", "ending with the highest mean token log-prob given the four sentences",
                       _pct(p == a for p, (_, _, a) in zip(picks, stories)), "%")]
-    return TaskOutput(metrics, len(stories), sum(s.n_tokens for row in scores for s in row))
+    samples = [{"pick": p, "answer": a} for p, (_, _, a) in zip(picks, stories)]
+    return TaskOutput(metrics, len(stories), sum(s.n_tokens for row in scores for s in row), {}, samples)

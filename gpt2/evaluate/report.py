@@ -418,6 +418,79 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     return written
 
 
+# Figure 4 of the paper: perplexity on the training data and on held-out data against model size
+TRAIN_HELD_OUT_PLOT = "train_vs_heldout.png"
+
+
+def training_run(model_path: str) -> Path | None:
+    """The `gpt2 train` run directory an evaluated model came from (the folder holding metrics.jsonl: the
+    model's own folder, or up to three levels above it, e.g. runs/NAME/checkpoints/step_N), or None."""
+    path = Path(model_path)
+    for folder in [path, *list(path.parents)[:3]]:
+        if (folder / "metrics.jsonl").is_file():
+            return folder
+    return None
+
+
+def train_and_held_out_loss(run: Path) -> tuple[float, float, int] | None:
+    """(mean training loss over the last evaluation interval, held-out loss of the last evaluation, its step)
+    from a training run's metrics.jsonl; None if the run has no evaluation."""
+    records = []
+    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a killed run
+    evals = [r for r in records if r.get("kind") == "eval" and isinstance(r.get("val_loss"), (int, float))]
+    if not evals:
+        return None
+    last = evals[-1]["step"]
+    before = evals[-2]["step"] if len(evals) > 1 else 0
+    train = [r["loss"] for r in records if r.get("kind") == "train" and before < r.get("step", -1) <= last
+             and isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
+    if not train:
+        return None
+    return sum(train) / len(train), evals[-1]["val_loss"], last
+
+
+def plot_train_vs_held_out(runs: list[dict], out: Path) -> list[Path]:
+    """Figure 4 style: training and held-out perplexity (per BPE token) against parameters, for the evaluated models
+    that come from a `gpt2 train` run; returns [the PNG], or [] if none does."""
+    points = []
+    for r in runs:
+        run = training_run(r["model"]["path"])
+        losses = train_and_held_out_loss(run) if run is not None else None
+        if losses is not None:
+            points.append((r["model"]["n_params"], math.exp(losses[0]), math.exp(losses[1])))
+    if not points:
+        log.info("no evaluated model comes from a `gpt2 train` run folder with evaluations: no %s", TRAIN_HELD_OUT_PLOT)
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    points.sort()
+    sizes, train, held_out = zip(*points)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(sizes, train, "o-", color="C0", label="training data (mean loss of the last evaluation interval)")
+    ax.plot(sizes, held_out, "s-", color="C1", label="held-out data (last evaluation)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_params_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("perplexity per BPE token")
+    ax.set_title("Training and held-out perplexity against model size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / TRAIN_HELD_OUT_PLOT, dpi=120)
+    plt.close(fig)
+    return [out / TRAIN_HELD_OUT_PLOT]
+
+
 def report_command(cfg) -> list[Path]:
     """`gpt2 report`: report.md and the plots for several `gpt2 eval` runs, smallest model first."""
     runs = sorted((load_results(p) for p in cfg.results), key=lambda r: r["model"]["n_params"])
@@ -429,6 +502,6 @@ def report_command(cfg) -> list[Path]:
         raise GPT2Error(f"--out {out} already holds {', '.join(existing)}; pass --force to replace them, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown(runs), encoding="utf-8")
-    files = [out / "report.md", *plot(runs, out)]
+    files = [out / "report.md", *plot(runs, out), *plot_train_vs_held_out(runs, out)]
     log.info("wrote %s", ", ".join(str(f) for f in files))
     return files
