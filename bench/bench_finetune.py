@@ -19,7 +19,9 @@ our input transform, padded to the longest in the batch.
 
 Steps alternate between the two (the same machine load for both); the
 figure is the median step time after warm-up. Peak memory is each one's
-peak resident set in a process of its own (model, optimizer, activations).
+peak resident set in a process of its own (model, optimizer, activations),
+with glibc's default heap there (the timing process keeps freed memory for
+reuse, as `gpt2 finetune` does, which holds on to more).
 
     python bench/bench_finetune.py [--steps 8] [--tasks sst2 story-cloze]
 """
@@ -132,15 +134,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    kernels.retain_freed_memory()  # what gpt2 finetune does on a CPU; process-wide, so both contenders have it
     dtype = choose_dtype("auto", torch.device("cpu"))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
-    if args.memory_of:
+    if args.memory_of:  # glibc's default heap, which hands large blocks back: the peak is what was live
+
         step = CONTENDERS[args.memory_of](args.tasks[0])
         for b in batches(args.tasks[0], args.steps):
             step(b, autocast)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         return
+    kernels.retain_freed_memory()  # what gpt2 finetune does on a CPU; process-wide, so both contenders have it
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}")
     results = {}
     for task in args.tasks:

@@ -93,7 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/gpt1-study"))
     ap.add_argument("--steps", type=int, default=4000, help="pre-training steps (16 x 128 tokens each)")
-    ap.add_argument("--checkpoints", type=int, default=8, help="checkpoints along pre-training, for Figure 2 (right)")
+    ap.add_argument("--checkpoints", type=int, default=12, help="checkpoints along pre-training, for Figure 2 (right)")
     ap.add_argument("--sst2-examples", type=int, default=16000, help="SST-2 training examples (of 67,349)")
     ap.add_argument("--threads", default="0")
     args = ap.parse_args()
