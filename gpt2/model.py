@@ -154,6 +154,7 @@ class SlotCache:
         self.lengths = [0] * slots  # cached positions of each slot (host-side: no device syncs)
         self.used = [False] * slots
         self.first, self.stop = 0, slots
+        self.live: list[bool] | None = None
 
     @property
     def max_len(self) -> int:
@@ -163,13 +164,15 @@ class SlotCache:
     def slots(self) -> int:
         return self.k.shape[1]
 
-    def rows(self, first: int, stop: int) -> SlotCache:
-        """The slots first..stop-1 as a cache of their own (views of the same buffers and lengths)."""
+    def rows(self, first: int, stop: int, live: list[bool] | None = None) -> SlotCache:
+        """The slots first..stop-1 as a cache of their own (views of the same buffers and lengths). With
+        `live` (one flag per row), a forward pass counts new positions only for the rows flagged; the
+        others' writes land past their lengths, where their next pass overwrites them."""
         if not 0 <= first < stop <= self.slots:
             raise ValueError(f"slots {first}..{stop - 1} are not within 0..{self.slots - 1}")
         out = SlotCache.__new__(SlotCache)
         out.k, out.v, out.lengths, out.used = self.k, self.v, self.lengths, self.used
-        out.first, out.stop = first, stop
+        out.first, out.stop, out.live = first, stop, live
         return out
 
     def claim(self, slot: int) -> None:
@@ -212,8 +215,8 @@ class SlotCache:
         return self.k[layer, rows, :, : L + T], self.v[layer, rows, :, : L + T]
 
     def advance(self, n: int) -> None:
-        for s in range(self.first, self.stop):
-            if self.used[s]:
+        for i, s in enumerate(range(self.first, self.stop)):
+            if self.used[s] and (self.live is None or self.live[i]):
                 self.lengths[s] += n
 
 
