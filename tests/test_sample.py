@@ -564,3 +564,56 @@ def test_greedy_on_the_gpu_equals_transformers(tmp_path, dtype):
     assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
     if dtype == torch.float32:  # bfloat16 rounding may break near-ties differently from float32
         assert ours == out[:, P:].tolist()
+
+
+# ---- what a newcomer met (issue 19): escapes, the seed line, <|endoftext|> shown as a line break
+
+
+def model_that_says(tmp_path, text: str):
+    """A tiny model with GPT-2's tokenizer whose greedy choice is always the token of `text`: with the final
+    LayerNorm's bias b and that token's (tied) embedding row 100 b, its logit is 100 |b|^2 plus nothing (the
+    normalised part has zero mean), far above every other token's."""
+    tok = Tokenizer.load(GPT2_BPE)
+    (token,) = tok.encode(text, allowed_special="all")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32))
+    with torch.no_grad():
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.lm_head.weight[token] = 100.0
+    save_model(model, tmp_path / "says", tok, overwrite=True)
+    return tmp_path / "says"
+
+
+def test_stop_escapes_follow_one_rule_with_interactive_input(tmp_path, capsys, cli):
+    """--stop "\\n" from a shell arrives as a backslash and an n; it means a line break, as in --interactive input."""
+    from gpt2.sample_cli import unescape
+
+    assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb\\n") == "a\tb\\n" and unescape(r"C:\path") == r"C:\path"
+    says = model_that_says(tmp_path, "\n")
+    args = ["sample", "--model", str(says), "--prompt", "A", "--temperature", "0", "--max-new-tokens", "4"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == "A" + "\n" * 4 + "\n"
+    assert main([*args, "--stop", r"\n"]) == 0
+    assert capsys.readouterr().out == "A\n"  # the first new token was the stop: nothing after the prompt
+    r = cli("sample", "--model", str(says), "--interactive", "--max-new-tokens", "1", "--stop", r"\n\n", input="A\\nB\n")
+    assert r.returncode == 0 and "A\nB\n" in r.stdout, r.stdout
+
+
+def test_the_seed_line_only_when_it_helps(model_dir, capsys):
+    base = ["sample", "--model", str(model_dir), "--prompt", "x", "--max-new-tokens", "2"]
+    for extra, shown in [([], True), (["--seed", "3"], False), (["--temperature", "0"], False)]:
+        capsys.readouterr()
+        assert main([*base, *extra]) == 0
+        assert ("pass --seed" in capsys.readouterr().err) == shown, extra
+
+
+def test_endoftext_is_shown_as_a_line_break(tmp_path, capsys):
+    says = model_that_says(tmp_path, "<|endoftext|>")
+    args = ["sample", "--model", str(says), "--prompt", "A", "--temperature", "0", "--max-new-tokens", "3", "--stop-at-eot", "false"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == "A\n\n\n\n"
+    assert main([*args, "--num-samples", "2", "--output", str(tmp_path / "s.jsonl")]) == 0
+    assert "<|endoftext|>" not in capsys.readouterr().out
+    assert [json.loads(line)["text"] for line in (tmp_path / "s.jsonl").read_text().splitlines()] == ["\n\n\n"] * 2
+    assert main(args[:-2]) == 0  # stopping there (the default): nothing is generated
+    assert capsys.readouterr().out == "A\n"
