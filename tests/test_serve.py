@@ -30,6 +30,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+NO_EOT = {"50256": -100}  # a request that must run to max_tokens never draws <|endoftext|>
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +58,15 @@ class Server:
     def __init__(self, model_dir, **settings):
         from gpt2.serve import build_app
 
+        from gpt2.serve import graceful_server
+
         self.cfg = ServeConfig(model=model_dir, port=0, **settings)
         self.app, self.state = build_app(self.cfg)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=5))
+        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=int(self.cfg.shutdown_grace) + 5)
+        self.server = graceful_server(config, self.state, self.cfg.shutdown_grace)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 60
@@ -310,7 +314,7 @@ def test_sixteen_concurrent_clients_get_what_each_gets_alone(server, reference):
 def test_a_client_that_disconnects_frees_its_slot(server):
     before = server.engine.stats.finished.get("cancelled", 0)
     with slowed(server.engine), httpx.stream("POST", server.url + "/v1/completions", timeout=30,
-                      json={"prompt": "never read to the end", "max_tokens": 120, "stream": True, "temperature": 0}) as r:
+                      json={"prompt": "never read to the end", "max_tokens": 120, "stream": True, "logit_bias": NO_EOT}) as r:
         lines = r.iter_lines()
         assert next(line for line in lines if line.startswith("data: "))
     deadline = time.monotonic() + 5
@@ -324,8 +328,9 @@ def test_a_full_queue_answers_429_with_retry_after(model_dir):
     client = s.client(max_retries=0)
     try:
         with slowed(s.engine, 0.05), httpx.stream("POST", s.url + "/v1/completions", timeout=30,
-                          json={"prompt": "occupy the only slot", "max_tokens": 120, "stream": True}) as r:
-            next(line for line in r.iter_lines() if line.startswith("data: "))
+                          json={"prompt": "occupy the only slot", "max_tokens": 120, "stream": True, "logit_bias": NO_EOT}) as r:
+            lines = r.iter_lines()  # kept: a dropped iterator closes the response, which cancels the request
+            next(line for line in lines if line.startswith("data: "))
             with pytest.raises(openai.RateLimitError) as e:
                 client.completions.create(model="m", prompt="no room", max_tokens=2)
             assert e.value.response.headers["retry-after"] == "1" and e.value.code == "queue_full"
@@ -337,13 +342,17 @@ def test_a_full_queue_answers_429_with_retry_after(model_dir):
         s.stop()
 
 
-def test_shutdown_finishes_running_requests_and_refuses_new_ones(model_dir, reference):
-    s = Server(model_dir, shutdown_grace=20)
+@pytest.mark.parametrize("grace", [20.0, 0.3])
+def test_shutdown_finishes_running_requests_and_refuses_new_ones(model_dir, reference, grace):
+    """SIGINT / SIGTERM (uvicorn's should_exit): no new requests; a running stream finishes within the grace
+    period, or is cancelled with an error chunk when it runs past it; the server then stops."""
+    s = Server(model_dir, shutdown_grace=grace)
     client = s.client(max_retries=0)
     prompt = "finish me before you go"
     received = []
-    with slowed(s.engine, 0.01), httpx.stream("POST", s.url + "/v1/completions", timeout=60,
-                      json={"prompt": prompt, "max_tokens": 100, "stream": True, "temperature": 0}) as r:
+    with slowed(s.engine, 0.01 if grace > 1 else 0.05), httpx.stream(
+        "POST", s.url + "/v1/completions", timeout=60, json={"prompt": prompt, "max_tokens": 100, "stream": True, "temperature": 0}
+    ) as r:
         lines = r.iter_lines()
         received.append(next(line for line in lines if line.startswith("data: ")))
         s.server.should_exit = True  # what SIGINT / SIGTERM do
@@ -355,10 +364,14 @@ def test_shutdown_finishes_running_requests_and_refuses_new_ones(model_dir, refe
         received += [line for line in lines if line.startswith("data: ")]
     s.thread.join(timeout=30)
     assert not s.thread.is_alive()
-    assert received[-1] == "data: [DONE]"
-    chunks = [json.loads(line[6:]) for line in received[:-1]]
-    text = "".join(c["choices"][0]["text"] for c in chunks)
-    assert text == greedy_text(reference, prompt, 100)[1] and chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+    chunks = [json.loads(line[6:]) for line in received if line != "data: [DONE]"]
+    if grace > 1:
+        assert received[-1] == "data: [DONE]"
+        text = "".join(c["choices"][0]["text"] for c in chunks)
+        assert text == greedy_text(reference, prompt, 100)[1] and chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+    else:
+        assert chunks[-1]["error"]["code"] == "cancelled" and "shutting down" in chunks[-1]["error"]["message"]
+        assert 1 < len(chunks) < 100
 
 
 def test_health_is_503_until_the_model_is_loaded(model_dir):

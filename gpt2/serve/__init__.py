@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,21 @@ def build_app(cfg, *, load: bool = True):
     return app, state
 
 
+def graceful_server(config, state, grace: float):
+    """A uvicorn.Server that, as it starts shutting down (SIGINT, SIGTERM or `should_exit`), closes the
+    engine: no new requests, and those still running `grace` seconds later are cancelled (a stream gets
+    an error chunk) so that uvicorn's wait for open connections ends."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            if state.engine is not None:
+                state.engine.close(grace)
+            await super().shutdown(sockets=sockets)
+
+    return Server(config)
+
+
 def serve_command(cfg) -> None:
     """`gpt2 serve`: serve a model over HTTP until interrupted."""
     import torch
@@ -85,8 +101,14 @@ def serve_command(cfg) -> None:
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: other machines can reach this server%s", cfg.host,
                     "" if cfg.api_key or os.environ.get("GPT2_API_KEYS") else " and no --api-key is set")
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
-                                           timeout_graceful_shutdown=max(1, int(cfg.shutdown_grace) + 1)))
+    try:  # a port in use is a one-line error, before the model loads
+        with socket.create_server((cfg.host, cfg.port)):
+            pass
+    except OSError as e:
+        raise GPT2Error(f"cannot listen on {cfg.host}:{cfg.port} ({e.strerror or e}); choose another --port or --host") from None
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
+                            timeout_graceful_shutdown=int(cfg.shutdown_grace) + 5)
+    server = graceful_server(config, state, cfg.shutdown_grace)
     log.info("gpt2 serve: http://%s:%d/ (loading %s)", cfg.host, cfg.port, cfg.model)
     server.run()
     if state.load_error is not None:

@@ -144,6 +144,7 @@ class Engine:
         self._wake = threading.Condition()
         self._pending = 0  # submitted, not yet admitted
         self._closing = False
+        self._cancel_at: float | None = None  # when closing: the time left-over requests are cancelled
         self._stop_all = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpt2-engine", daemon=True)
@@ -180,13 +181,18 @@ class Engine:
     def free_slots(self) -> int:
         return sum(s is None for s in self.slots)
 
-    def shutdown(self, grace: float = 0.0) -> None:
-        """Take no new requests; let running and waiting ones finish for up to `grace` seconds, then cancel them."""
+    def close(self, grace: float = 0.0) -> None:
+        """Take no new requests from now on; cancel those still running or waiting `grace` seconds later."""
         with self._wake:
+            deadline = time.monotonic() + grace
+            self._cancel_at = deadline if self._cancel_at is None else min(self._cancel_at, deadline)
             self._closing = True
             self._wake.notify()
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self._busy():
+
+    def shutdown(self, grace: float = 0.0) -> None:
+        """`close(grace)`, wait until nothing is left, then stop the worker."""
+        self.close(grace)
+        while self._busy() and self._thread.is_alive():
             time.sleep(0.01)
         with self._wake:
             self._stop_all = True
@@ -221,6 +227,9 @@ class Engine:
 
     def _step(self) -> None:
         now = time.monotonic()
+        if self._cancel_at is not None and now >= self._cancel_at:
+            self._cancel_all("cancelled", "the server is shutting down")
+            return
         for r in self.slots:
             if r is not None and (r.cancelled or (r.deadline is not None and now > r.deadline)):
                 self._finish(r, "cancelled" if r.cancelled else "timeout")
@@ -354,7 +363,8 @@ class Engine:
                 r = self.waiting.get_nowait()
             except queue.Empty:
                 break
-            self._pending -= 1
+            with self._wake:
+                self._pending -= 1
             self._deliver(r, Finished(reason, message))
         self.stats.waiting = max(self._pending, 0)
 
