@@ -397,6 +397,56 @@ def test_health_is_503_until_the_model_is_loaded(model_dir):
         assert client.get("/health").status_code == 503  # shutting down
 
 
+def test_requests_admitted_together_read_a_shared_beginning_once(reference):
+    """The engine alone: choices of one prompt and prompts that begin alike, submitted together, read their
+    common beginning once (gpt2.batching.shared_prefixes) and still generate what each does alone."""
+    from gpt2.sample import SamplingParams
+    from gpt2.serve.engine import Engine, Finished, Request, Token
+
+    model, tok = reference
+    base = tok.encode("A long shared beginning, " * 8)
+    prompts = [base, base, base + tok.encode(" and a tail"), tok.encode("Something else entirely")]
+    results, done = {}, threading.Semaphore(0)
+
+    def receiver(i):
+        out = []
+
+        def on_event(event):
+            if isinstance(event, Token):
+                out.append(event.id)
+            elif isinstance(event, Finished):
+                results[i] = out
+                done.release()
+
+        return on_event
+
+    engine = Engine(model, max_batch=4, prefill_tokens=16)
+    try:
+        engine.submit(*[Request(p, 10, SamplingParams(temperature=0, stop_ids=(tok.eot_token,)), on_event=receiver(i))
+                        for i, p in enumerate(prompts)])
+        for _ in prompts:
+            assert done.acquire(timeout=60)
+    finally:
+        engine.shutdown()
+    for i, p in enumerate(prompts):
+        assert results[i] == generate(model, [p], 10, temperature=0, stop_ids=[tok.eot_token])[0], i
+    shared = len(base) - 1
+    assert engine.stats.shared_prompt_tokens == 2 * shared
+    assert engine.stats.prompt_tokens == sum(len(p) for p in prompts) - 2 * shared
+
+
+def test_a_request_past_its_time_limit_ends_with_408(model_dir):
+    s = Server(model_dir, request_timeout=0.3, no_ui=True)
+    try:
+        with slowed(s.engine, 0.05), pytest.raises(openai.APIStatusError) as e:
+            s.client(max_retries=0).completions.create(model="m", prompt="slow", max_tokens=100, logit_bias=NO_EOT)
+        assert e.value.status_code == 408 and e.value.code == "timeout"
+        assert httpx.get(s.url + "/").status_code == 404  # --no-ui
+        assert httpx.get(s.url + "/metrics").json()["error"]["message"].startswith("metrics are off")
+    finally:
+        s.stop()
+
+
 def test_the_serve_command_errors_are_one_line(tmp_path, cli):
     r = cli("serve", "--model", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"gpt2 serve: error: model directory {tmp_path / 'missing'} does not exist"

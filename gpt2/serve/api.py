@@ -259,30 +259,27 @@ class _Run:
     def start(self) -> None:
         req, tok = self.req, self.state.tokenizer
         deadline = None if self.state.request_timeout is None else time.monotonic() + self.state.request_timeout
-        k = 0
+        requests = []
+        for p, prompt in enumerate(req.prompts):
+            for _ in range(req.n):
+                index = len(requests)
+
+                def deliver(event, index=index):
+                    self.loop.call_soon_threadsafe(self.inbox.put_nowait, (index, event))
+
+                self.choices.append(Choice(index, tok, req.params.stop_strings, req.logprobs is not None))
+                self.prompt_of.append(p)
+                requests.append(E.Request(
+                    prompt, req.max_tokens, req.params, seed=None if req.seed is None else req.seed + index,
+                    logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None, deadline=deadline,
+                    on_event=deliver, tokenizer=tok))
         try:
-            for p, prompt in enumerate(req.prompts):
-                for _ in range(req.n):
-                    index = k
-
-                    def deliver(event, index=index):
-                        self.loop.call_soon_threadsafe(self.inbox.put_nowait, (index, event))
-
-                    self.choices.append(Choice(index, tok, req.params.stop_strings, req.logprobs is not None))
-                    self.prompt_of.append(p)
-                    self.requests.append(self.engine.submit(E.Request(
-                        prompt, req.max_tokens, req.params, seed=None if req.seed is None else req.seed + k,
-                        logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None, deadline=deadline,
-                        on_event=deliver, tokenizer=tok)))
-                    k += 1
+            self.requests = self.engine.submit(*requests)  # together: choices that share a prompt read it once
         except E.QueueFull as e:
-            self.cancel()
             raise APIError(429, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
         except E.ShuttingDown as e:
-            self.cancel()
             raise APIError(503, str(e), code="shutting_down") from None
         except GPT2Error as e:
-            self.cancel()
             raise APIError(400, str(e)) from None
         self._counted("accepted")
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gpt2.batching import shared_prefixes
 from gpt2.decode import Backend, default_backend
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, SlotCache
@@ -91,6 +92,7 @@ class Request:
     cancelled: bool = False
     submitted: float = 0.0
     first_token_at: float | None = None
+    copy_from: tuple[Request, int] | None = None  # (leader, n): copy the first n prompt positions from the leader
     prompt_lp: list[float | None] = field(default_factory=lambda: [None])
     prompt_top: list[list[tuple[int, float]] | None] = field(default_factory=lambda: [None])
 
@@ -110,6 +112,7 @@ class Stats:
     running: int = 0
     waiting: int = 0
     prompt_tokens: int = 0
+    shared_prompt_tokens: int = 0  # prompt positions copied from another request instead of computed
     generated_tokens: int = 0
     finished: dict[str, int] = field(default_factory=dict)
     observe_first_token: Callable[[float], None] | None = None
@@ -152,25 +155,29 @@ class Engine:
 
     # ---- from other threads
 
-    def submit(self, request: Request) -> Request:
-        """Queue `request`; raises QueueFull or ShuttingDown instead of queueing."""
-        if request.max_tokens < 0:
-            raise GPT2Error("max_tokens must be 0 or more")
-        if not request.prompt:
-            raise GPT2Error("the prompt is empty")
-        if len(request.prompt) + request.max_tokens > self.config.block_size:
-            raise GPT2Error(f"the prompt ({len(request.prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds the context of {self.config.block_size}")
+    def submit(self, *requests: Request) -> list[Request]:
+        """Queue `requests` together (all or none: they are admitted at the same step boundary when there is
+        room, so that their common beginnings are read once); raises QueueFull or ShuttingDown instead."""
+        for r in requests:
+            if r.max_tokens < 0:
+                raise GPT2Error("max_tokens must be 0 or more")
+            if not r.prompt:
+                raise GPT2Error("the prompt is empty")
+            if len(r.prompt) + r.max_tokens > self.config.block_size:
+                raise GPT2Error(f"the prompt ({len(r.prompt)} tokens) plus max_tokens ({r.max_tokens}) exceeds the context of {self.config.block_size}")
         with self._wake:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
-            if self._pending >= self.max_queue + self.free_slots():
+            if self._pending + len(requests) > self.max_queue + self.free_slots():
                 raise QueueFull(f"{self._pending} requests are waiting; try again shortly")
-            self._pending += 1
-            request.submitted = time.monotonic()
-            self.waiting.put(request)
+            now = time.monotonic()
+            for r in requests:
+                r.submitted = now
+                self.waiting.put(r)
+            self._pending += len(requests)
             self.stats.waiting = self._pending
             self._wake.notify()
-        return request
+        return list(requests)
 
     def cancel(self, request: Request) -> None:
         """End `request` at the next step boundary (its slot is freed there); no effect once it has ended."""
@@ -238,11 +245,12 @@ class Engine:
         self._decode()
 
     def _admit(self, now: float) -> None:
+        admitted = []
         while self.free_slots() > 0:
             try:
                 r = self.waiting.get_nowait()
             except queue.Empty:
-                return
+                break
             with self._wake:
                 self._pending -= 1
                 self.stats.waiting = self._pending
@@ -259,11 +267,27 @@ class Engine:
                 r.counts = torch.zeros(1, self.config.vocab_size, dtype=torch.int32)
             r.stops = StopStrings(r.tokenizer, r.params.stop_strings, 1)
             self.stats.running = sum(s is not None for s in self.slots)
+            admitted.append(r)
+        self._share_prefixes(admitted)
+
+    def _share_prefixes(self, admitted: list[Request]) -> None:
+        """Requests admitted together whose prompts begin alike (gpt2.batching.shared_prefixes: the n
+        choices of one prompt, few-shot prompts, the same context with several continuations) read their
+        common beginning once: the oldest reads it, the others copy its keys and values."""
+        if len(admitted) < 2:
+            return
+        for m, rows in shared_prefixes([r.prompt for r in admitted]):
+            group = sorted((admitted[i] for i in rows), key=lambda r: r.submitted)
+            for follower in group[1:]:
+                if m > 0 and not follower.prompt_logprobs:  # the prompt's log-probabilities need its own pass
+                    follower.copy_from = (group[0], m)
 
     def _prefill(self) -> None:
         """Run up to `prefill_tokens` prompt tokens of requests still reading their prompts, oldest first."""
         budget = self.prefill_tokens
         for r in sorted((s for s in self.slots if s is not None and s.done_prompt < len(s.prompt)), key=lambda s: s.submitted):
+            if r.copy_from is not None and not self._copy_prefix(r):
+                continue  # its leader is still reading the shared beginning
             if budget <= 0:
                 return
             n = min(budget, len(r.prompt) - r.done_prompt)
@@ -280,6 +304,21 @@ class Engine:
                     self._finish(r, "length")
                     continue
                 self._emit(r, self.model.logits(hidden[:, -1]))
+
+    def _copy_prefix(self, r: Request) -> bool:
+        """Copy the shared beginning from `r`'s leader once the leader has read it; False while it has not."""
+        leader, m = r.copy_from
+        if leader.slot < 0 or self.slots[leader.slot] is not leader:  # the leader is gone: read it all
+            r.copy_from = None
+            return True
+        if leader.done_prompt < m:
+            return False
+        self.cache.k[:, r.slot, :, :m] = self.cache.k[:, leader.slot, :, :m]
+        self.cache.v[:, r.slot, :, :m] = self.cache.v[:, leader.slot, :, :m]
+        self.cache.lengths[r.slot] = r.done_prompt = m
+        self.stats.shared_prompt_tokens += m
+        r.copy_from = None
+        return True
 
     def _prompt_logprobs(self, r: Request, hidden: torch.Tensor, start: int) -> None:
         """Log-probabilities of prompt tokens start+1 .. start+n (the logits at start .. start+n-1 predict them)."""
