@@ -168,8 +168,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--requests", type=int, default=32, help="requests per run at the highest client count; fewer clients send "
-                                                           "as many in all, at least 2 per client and 4 in all")
+    p.add_argument("--requests", type=int, default=32, help="requests per run at the highest client count; with c clients, "
+                                                           "requests * c / highest, at least one per client and 4 in all")
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
@@ -191,7 +191,7 @@ def main() -> None:
           f"greedy, streamed; {args.rounds} rounds, servers alternating\n", flush=True)
     local = SHARED / "gpt2_bpe"  # OpenAI's files, where ../shared has them (else the cache or a download)
     tokenizer = Tokenizer.load(local) if (local / "encoder.json").exists() else load_tokenizer("gpt2")
-    per_client = {c: max(2, -(-max(4, args.requests * c // max(args.clients)) // c)) for c in args.clients}
+    per_client = {c: max(1, -(-max(4, args.requests * c // max(args.clients)) // c)) for c in args.clients}
     prompts = prompts_for(tokenizer, max(c * per_client[c] for c in args.clients), args.prompt_tokens)
     runs: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:

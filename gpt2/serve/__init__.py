@@ -26,13 +26,13 @@ def load_engine(cfg, state) -> None:
 
     from gpt2.decode import CPUBackend, default_backend
     from gpt2.device import choose_dtype, resolve_device
-    from gpt2.serve.engine import Engine
+    from gpt2.serve.engine import BATCH_SIZES_KEPT, Engine
     from gpt2.weights import load_model_and_tokenizer
 
     try:
         device = resolve_device(cfg.device, mps=True)
         model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, device=device, dtype=choose_dtype(cfg.dtype, device))
-        backend = CPUBackend(threads=torch.get_num_threads()) if device.type == "cpu" else default_backend(model)
+        backend = CPUBackend(threads=torch.get_num_threads(), keep=BATCH_SIZES_KEPT) if device.type == "cpu" else default_backend(model)
         engine = Engine(model, max_batch=cfg.max_batch, max_queue=cfg.max_queue, prefill_tokens=cfg.prefill_tokens,
                         backend=backend, vocab_size=tokenizer.n_vocab)
     except Exception as e:  # shown by /health and every request, and logged

@@ -338,7 +338,7 @@ class Engine:
         if not any(live):
             return
         n = max(i for i, x in enumerate(live) if x) + 1
-        n = min(self.max_batch, 1 << (n - 1).bit_length())  # a few batch sizes only: each has its packed weights
+        n = min(self.max_batch, decode_rows(n))
         tokens = torch.tensor([[r.generated[-1] if live[i] else 0] for i, r in enumerate(self.slots[:n])], device=self.device)
         rows = self.cache.rows(0, n, live=live[:n])
         logits = self.backend.step(self.model, tokens, rows)
@@ -411,6 +411,19 @@ class Engine:
         with self._wake:
             self._closing = True
         self._cancel_all("error", message)
+
+
+def decode_rows(n: int) -> int:
+    """The rows a decode step runs when the highest busy slot is n - 1: n rounded up to a power of 4
+    (1, 4, 16, 64, ...), so that a few batch sizes need packed weights (gpt2.decode.CPUBackend keeps
+    one set per size: `BATCH_SIZES_KEPT`) while a step runs at most 4x the rows it needs."""
+    rows = 1
+    while rows < n:
+        rows *= 4
+    return rows
+
+
+BATCH_SIZES_KEPT = 3  # 1, 4 and 16 rows: the default --max-batch 16 never repacks
 
 
 def _top(logp: torch.Tensor, k: int) -> list[list[tuple[int, float]] | None]:
