@@ -54,16 +54,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(name: str, models: Path, port: int, threads: int) -> subprocess.Popen:
+def start(name: str, models: Path, port: int, threads: int, dtype: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GPT2_OFFLINE": "1"}
     if name.startswith("ours"):
         cmd = [sys.executable, "-m", "gpt2", "-q", "serve", "--model", str(models / "ours"), "--port", str(port),
-               "--model-name", "bench", "--max-batch", "1" if name == "ours-one-at-a-time" else "16", "--max-queue", "256"]
+               "--model-name", "bench", "--max-batch", "1" if name == "ours-one-at-a-time" else "16", "--max-queue", "256",
+               "--dtype", dtype]
         if threads:
             cmd += ["--threads", str(threads)]
     else:
         exe = Path(sys.executable).with_name("transformers")
-        cmd = [str(exe), "serve", str(models / "hf"), "--port", str(port), "--host", "127.0.0.1"]
+        cmd = [str(exe), "serve", str(models / "hf"), "--port", str(port), "--host", "127.0.0.1", "--dtype", dtype]
         if name == "transformers-cb":
             cmd.append("--continuous-batching")
         if threads:
@@ -174,6 +175,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads of each server (0: its default)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="precision of the weights in every server")
     args = p.parse_args()
 
     import torch
@@ -187,7 +189,7 @@ def main() -> None:
     print("command: python " + " ".join(sys.argv))
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
-    print(f"task: GPT-2 124M shape, random weights, float32, prompts of ~{args.prompt_tokens} tokens, {args.new_tokens} new tokens, "
+    print(f"task: GPT-2 124M shape, random weights, {args.dtype}, prompts of ~{args.prompt_tokens} tokens, {args.new_tokens} new tokens, "
           f"greedy, streamed; {args.rounds} rounds, servers alternating\n", flush=True)
     local = SHARED / "gpt2_bpe"  # OpenAI's files, where ../shared has them (else the cache or a download)
     tokenizer = Tokenizer.load(local) if (local / "encoder.json").exists() else load_tokenizer("gpt2")
@@ -205,7 +207,7 @@ def main() -> None:
             order = args.servers if r % 2 == 0 else list(reversed(args.servers))
             for name in order:
                 port = free_port()
-                proc = start(name, models, port, args.threads)
+                proc = start(name, models, port, args.threads, args.dtype)
                 url = f"http://127.0.0.1:{port}"
                 model_id = "bench" if name.startswith("ours") else str(models / "hf")
                 try:
