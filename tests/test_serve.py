@@ -447,6 +447,45 @@ def test_a_request_past_its_time_limit_ends_with_408(model_dir):
         s.stop()
 
 
+def test_the_serve_command_serves_and_stops_on_sigterm(model_dir, reference):
+    """`gpt2 serve` as a user runs it: /health turns 200 once loaded, a completion, then SIGTERM ends it
+    after a graceful shutdown (no traceback); a second server on the same port is a one-line error."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GPT2_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2", "serve", "--model", str(model_dir), "--port", str(port), "--threads", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        r = httpx.post(url + "/v1/completions", json={"prompt": "Hello", "max_tokens": 5, "temperature": 0}).json()
+        assert r["choices"][0]["text"] == greedy_text(reference, "Hello", 5)[1]
+        again = subprocess.run([sys.executable, "-m", "gpt2", "serve", "--model", str(model_dir), "--port", str(port)],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith(f"gpt2 serve: error: cannot listen on 127.0.0.1:{port}")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # uvicorn shuts down gracefully, then re-raises the signal so that the exit status says what ended it
+    assert proc.returncode == -signal.SIGTERM and "Traceback" not in err, err
+    assert f"http://127.0.0.1:{port}/" in err and "stopping: no new requests" in err and err.rstrip().endswith("stopped")
+
+
 def test_the_serve_command_errors_are_one_line(tmp_path, cli):
     r = cli("serve", "--model", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"gpt2 serve: error: model directory {tmp_path / 'missing'} does not exist"

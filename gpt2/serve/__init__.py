@@ -8,7 +8,9 @@
 `serve_command` loads the model in the background (so /health says 503 until
 it is ready), then serves with uvicorn until interrupted; on SIGINT / SIGTERM
 it stops taking requests, lets running ones finish for `--shutdown-grace`
-seconds and cancels the rest. See docs/serving.md.
+seconds and cancels the rest (uvicorn then re-raises the signal, so the
+process ends as that signal says: 130 after Ctrl-C, killed by SIGTERM after
+SIGTERM). See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -80,8 +82,11 @@ def graceful_server(config, state, grace: float):
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None):
             if state.engine is not None:
+                running = state.engine.stats.running + state.engine.stats.waiting
+                log.info("stopping: no new requests; %d running or waiting may take %g s to finish", running, grace)
                 state.engine.close(grace)
             await super().shutdown(sockets=sockets)
+            log.info("stopped")
 
     return Server(config)
 
