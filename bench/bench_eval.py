@@ -140,15 +140,15 @@ CONTENDERS = ("ours", "ours, prefix sharing off", "transformers")
 
 @contextlib.contextmanager
 def prefix_sharing(on: bool):
-    """gpt2.sample's shared-prefix prompt pass on or off (off: every prompt runs whole)."""
-    from gpt2 import sample
+    """gpt2.batching's shared-prefix prompt pass on or off (off: every prompt runs whole)."""
+    from gpt2 import batching
 
-    share = sample.SHARE_MIN_PREFIX
-    sample.SHARE_MIN_PREFIX = share if on else 10**9
+    share = batching.SHARE_MIN_PREFIX
+    batching.SHARE_MIN_PREFIX = share if on else 10**9
     try:
         yield
     finally:
-        sample.SHARE_MIN_PREFIX = share
+        batching.SHARE_MIN_PREFIX = share
 
 
 def alternate(n: int, chunks: int, run, what: str) -> dict[str, float]:

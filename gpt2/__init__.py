@@ -5,6 +5,8 @@ The public API, stage by stage:
 
     Tokenizer             byte-level BPE (paper section 2.2)         gpt2.tokenizer
     GPT, GPTConfig        the Transformer LM (section 2.3)           gpt2.model
+    load_model_and_tokenizer   a model directory and its tokenizer   gpt2.weights
+    SamplingParams, generate, stream   generation (section 3)        gpt2.sample
 
 Modules that need torch are imported on first use, so `import gpt2` and the
 tokenizer commands start quickly.
@@ -17,7 +19,14 @@ from gpt2.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
-_LAZY = {"GPT": "gpt2.model", "GPTConfig": "gpt2.model"}
+_LAZY = {
+    "GPT": "gpt2.model",
+    "GPTConfig": "gpt2.model",
+    "load_model_and_tokenizer": "gpt2.weights",
+    "SamplingParams": "gpt2.sample",
+    "generate": "gpt2.sample",
+    "stream": "gpt2.sample",
+}
 
 
 def __getattr__(name: str):

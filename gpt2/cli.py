@@ -33,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
     "demo": ("the small end-to-end demo of the README", "gpt2.demo:demo", C.DemoConfig),
 
     # ---- model, weights, sampling
-    "sample": ("generate text from a model: prompts, files, stdin or interactive", "gpt2.sample:sample_command", C.SampleConfig),
+    "sample": ("generate text from a model: prompts, files, stdin or interactive", "gpt2.sample_cli:sample_command", C.SampleConfig),
+    "serve": ("an OpenAI-compatible completion server with continuous batching and a web page", "gpt2.serve:serve_command", C.ServeConfig),
     "convert": ("convert a model between this project's format, Hugging Face's and OpenAI's", "gpt2.weights:convert_command", C.ConvertConfig),
     "presets": ("the model sizes of the paper with their parameter counts", "gpt2.weights:presets_command", C.PresetsConfig),
 

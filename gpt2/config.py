@@ -399,10 +399,11 @@ class SampleConfig:
     top_k: int | None = opt(40, "sample from the k most likely tokens only (none: no limit)")
     top_p: float | None = opt(None, "sample from the smallest set of tokens whose probability reaches p (nucleus sampling)")
     seed: int | None = opt(None, "random seed (default: a fresh one, logged so the run can be repeated)")
-    stop: list[str] = opt([], "stop strings: a sample ends where one appears (it is not shown)")
-    stop_at_eot: bool = opt(True, "end a sample at <|endoftext|>")
+    stop: list[str] = opt([], "stop strings: a sample ends where one appears (it is not shown); \\n, \\t and \\\\ are a line "
+                              "break, a tab and a backslash, as in --interactive input")
+    stop_at_eot: bool = opt(True, "end a sample at <|endoftext|> (false: go on, showing it as a line break)")
     echo: bool = opt(True, "print the prompt before its continuation")
-    interactive: bool = opt(False, "read prompts line by line from the terminal until end of input (Ctrl-D)")
+    interactive: bool = opt(False, "read prompts line by line from the terminal until end of input (Ctrl-D); \\n in a line is a line break")
     output: Path | None = opt(None, "also write the samples to this JSON Lines file ({prompt, sample, tokens, ...} per line)")
     force: bool = opt(False, "replace an existing --output file")
     batch_size: int = opt(8, "sequences generated together")
@@ -431,6 +432,46 @@ class SampleConfig:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
         if any(not s for s in self.stop):
             raise ConfigError("--stop strings must not be empty")
+
+
+@dataclass
+class ServeConfig:
+    """`gpt2 serve`: an OpenAI-compatible completion server (POST /v1/completions) with continuous batching,
+    streaming and a web page at /. See docs/serving.md."""
+
+    model: Path = opt(help="model directory (as for `gpt2 sample`)")
+    tokenizer: str | None = opt(None, "tokenizer directory, or 'gpt2' (default: the model directory's own, else GPT-2's)")
+    host: str = opt("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    port: int = opt(8000, "TCP port")
+    max_batch: int = opt(16, "sequences generated together (each holds a KV-cache slot of the full context)")
+    max_queue: int = opt(64, "requests that may wait for a slot; beyond that the server answers 429 with Retry-After")
+    prefill_tokens: int = opt(512, "prompt tokens read per step, so that running requests keep getting tokens while a long prompt is read")
+    api_key: list[str] = opt([], "accept only requests with 'Authorization: Bearer KEY' for one of these keys "
+                                 "(also GPT2_API_KEYS, comma-separated); /health and the page stay open")
+    cors_origin: list[str] = opt([], "origins browsers may call the API from (e.g. http://localhost:3000, or * for any)")
+    model_name: str | None = opt(None, "the model's id in /v1/models and responses (default: the model directory's name)")
+    request_timeout: float = opt(600.0, "seconds a request may take before it ends with a timeout error (0: no limit)")
+    max_body_bytes: int = opt(1 << 20, "largest request body accepted (413 beyond)")
+    shutdown_grace: float = opt(10.0, "on SIGINT / SIGTERM, seconds running requests may take to finish before they are cancelled")
+    metrics: bool = opt(False, "serve Prometheus metrics at /metrics")
+    no_ui: bool = opt(False, "do not serve the web page at /")
+    threads: int = opt(0, "CPU threads for torch, set once at start (0: torch's default)")
+    device: str = opt("auto", "cpu, cuda, cuda:N, mps, or auto (the GPU if there is one)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(
+        "auto", "precision of the weights (auto: bfloat16 on a GPU that has it, else float32)"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
+        for name in ("max_batch", "prefill_tokens", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_queue", "threads", "request_timeout", "shutdown_grace"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if any(not k.strip() for k in self.api_key):
+            raise ConfigError("--api-key must not be empty")
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from gpt2.errors import GPT2Error
+from gpt2.device import parse_device, resolve_device  # noqa: F401  (device choice lives in gpt2/device.py)
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +49,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def parse_device(spec: str) -> torch.device:
-    """The device named by --device (cpu, cuda, cuda:N, mps), refused at once if this machine cannot use it."""
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise GPT2Error(f"--device {spec!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GPT2Error(f"--device {spec}: PyTorch sees no CUDA GPU on this machine; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise GPT2Error(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
-    elif device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise GPT2Error(f"--device {spec}: this PyTorch has no usable Apple GPU (MPS); use --device cpu")
-    elif device.type != "cpu":
-        raise GPT2Error(f"--device {spec}: only cpu, cuda and mps devices are supported")
-    return device
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's GPU if there is one, else the CPU; otherwise the device named."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    device = parse_device(spec)
-    if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
 
 
 def init(device_spec: str = "auto") -> Dist:

@@ -113,11 +113,19 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[3]
 
+    def starts(self, device=None) -> torch.Tensor | None:
+        """Each row's cached length (B,) where rows differ; None here, where every row holds `length`."""
+        return None
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
         self.k[layer, :, :, self.length : end] = k
         self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Count `n` new positions as cached (after a forward pass wrote them)."""
+        self.length += n
 
     def select(self, rows: torch.Tensor) -> KVCache:
         """A new cache holding rows `rows` of this one (e.g. one shared prefix repeated for each candidate)."""
@@ -125,6 +133,116 @@ class KVCache:
         out.k, out.v, out.length = self.k[:, rows], self.v[:, rows], self.length
         out.key_mask = None if self.key_mask is None else self.key_mask[rows]
         return out
+
+
+class SlotCache:
+    """A KV cache of `slots` rows, each holding a sequence of its own length (continuous batching).
+
+    A request claims a free slot, fills it with its prompt (one row, or a few
+    rows at a time: `rows(first, stop)` is a view of consecutive slots sharing
+    the buffers), and joins the decode steps over all slots; when it ends, its
+    slot is released and another request takes it, while the other rows go on.
+    A forward pass writes each row's new keys and values after that row's own
+    positions, and each row attends only to its own (`starts`); rows of free
+    slots compute nothing useful and are not counted. Buffers:
+    (n_layer, slots, n_head, max_len, head_dim).
+    """
+
+    def __init__(self, config: GPTConfig, slots: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (config.n_layer, slots, config.n_head, max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = [0] * slots  # cached positions of each slot (host-side: no device syncs)
+        self.used = [False] * slots
+        self.first, self.stop = 0, slots
+        self.live: list[bool] | None = None
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[1]
+
+    def rows(self, first: int, stop: int, live: list[bool] | None = None) -> SlotCache:
+        """The slots first..stop-1 as a cache of their own (views of the same buffers and lengths). With
+        `live` (one flag per row), a forward pass counts new positions only for the rows flagged; the
+        others' writes land past their lengths, where their next pass overwrites them."""
+        if not 0 <= first < stop <= self.slots:
+            raise ValueError(f"slots {first}..{stop - 1} are not within 0..{self.slots - 1}")
+        out = SlotCache.__new__(SlotCache)
+        out.k, out.v, out.lengths, out.used = self.k, self.v, self.lengths, self.used
+        out.first, out.stop, out.live = first, stop, live
+        return out
+
+    def claim(self, slot: int) -> None:
+        """Give the free slot `slot` to a new sequence (empty)."""
+        if self.used[slot]:
+            raise ValueError(f"slot {slot} is in use")
+        self.used[slot], self.lengths[slot] = True, 0
+
+    def release(self, slot: int) -> None:
+        self.used[slot], self.lengths[slot] = False, 0
+
+    def free_slots(self) -> list[int]:
+        return [s for s, u in enumerate(self.used) if not u]
+
+    @property
+    def length(self) -> int:
+        """The longest row of this view: attention spans this many cached positions plus the new ones."""
+        return max(self.lengths[self.first : self.stop])
+
+    def starts(self, device=None) -> torch.Tensor | None:
+        lengths = self.lengths[self.first : self.stop]
+        if all(n == lengths[0] for n in lengths):
+            return None
+        return torch.tensor(lengths, device=device)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        L, T = self.length, k.shape[2]
+        if L + T > self.max_len:
+            raise ValueError(f"{L + T} positions do not fit a slot of {self.max_len}")
+        rows = slice(self.first, self.stop)
+        starts = self.starts(k.device)
+        if starts is None:  # every row at the same length: one slice
+            self.k[layer, rows, :, L : L + T] = k
+            self.v[layer, rows, :, L : L + T] = v
+        else:  # row b writes positions starts[b] .. starts[b] + T - 1
+            b = torch.arange(self.first, self.stop, device=k.device)[:, None]  # (B, 1)
+            pos = starts[:, None] + torch.arange(T, device=k.device)  # (B, T)
+            self.k[layer, b, :, pos] = k.transpose(1, 2)  # indexed (B, T, nh, hs)
+            self.v[layer, b, :, pos] = v.transpose(1, 2)
+        return self.k[layer, rows, :, : L + T], self.v[layer, rows, :, : L + T]
+
+    def advance(self, n: int) -> None:
+        for i, s in enumerate(range(self.first, self.stop)):
+            if self.used[s] and (self.live is None or self.live[i]):
+                self.lengths[s] += n
+
+
+def attention_inputs(
+    idx: torch.Tensor, cache: KVCache | SlotCache | None, attention_mask: torch.Tensor | None, positions: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Position ids (B or 1, T) and the attention mask (B or 1, 1, T, L + T) -- None for plain causal
+    attention -- of new tokens `idx` (B, T) after the L positions of `cache` (see `GPT.hidden`)."""
+    T = idx.shape[1]
+    L = cache.length if cache is not None else 0
+    starts = cache.starts(idx.device) if cache is not None else None  # rows of a SlotCache at different lengths
+    new = torch.arange(T, device=idx.device)
+    q_pos = (L + new)[None, :] if starts is None else starts[:, None] + new  # (1 or B, T): each query's position
+    if positions is None:
+        positions = q_pos
+    if attention_mask is None and starts is None and not (L > 0 and T > 1):
+        return positions, None
+    # query i (position q_pos[b, i]) sees keys j <= q_pos[b, i] that are real tokens; every query
+    # also sees itself so that rows of padding stay finite
+    k_pos = torch.arange(L + T, device=idx.device)
+    mask = k_pos[None, None, :] <= q_pos[:, :, None]  # (1 or B, T, L + T)
+    if attention_mask is not None:
+        mask = mask & attention_mask[:, None, : L + T].bool()
+        mask = mask | (k_pos[None, None, :] == q_pos[:, :, None])
+    return positions, mask[:, None]  # (1 or B, 1, T, L + T)
 
 
 class CausalSelfAttention(nn.Module):
@@ -136,7 +254,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | SlotCache | None, layer: int) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -252,41 +370,29 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         *,
-        cache: KVCache | None = None,
+        cache: KVCache | SlotCache | None = None,
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The trunk: final hidden states (B, T, n_embd) for token ids `idx` (B, T), before the output layer.
 
-        With a `cache`, `idx` continues the cached positions. `attention_mask`
+        With a `cache`, `idx` continues the cached positions (with a `SlotCache`,
+        each row its own). `attention_mask`
         (B, L + T), 1 for real tokens and 0 for padding, lets a batch hold
         sequences of different lengths (left-padded for generation); then
         `positions` (B, T) gives each token's position id. The language-model
         head (`logits`), the training loss and the fine-tuning heads all read
         these states.
         """
-        B, T = idx.shape
-        L = cache.length if cache is not None else 0
-        if L + T > self.config.block_size:
-            raise ValueError(f"sequence of {L + T} tokens is longer than the context of {self.config.block_size}")
-        if positions is None:
-            positions = torch.arange(L, L + T, device=idx.device).unsqueeze(0)  # (1, T)
-        mask = None
-        if attention_mask is not None or (cache is not None and L > 0 and T > 1):
-            # query i (absolute position L + i) sees keys j <= L + i that are real tokens; every query
-            # also sees itself so that rows of padding stay finite
-            q_pos = torch.arange(L, L + T, device=idx.device)
-            k_pos = torch.arange(L + T, device=idx.device)
-            mask = k_pos[None, :] <= q_pos[:, None]  # (T, L + T)
-            if attention_mask is not None:
-                mask = mask & attention_mask[:, None, : L + T].bool()  # (B, T, L + T)
-                mask = mask | (k_pos[None, None, :] == q_pos[None, :, None])
-                mask = mask[:, None]  # (B, 1, T, L + T)
+        n = idx.shape[1] + (cache.length if cache is not None else 0)
+        if n > self.config.block_size:
+            raise ValueError(f"sequence of {n} tokens is longer than the context of {self.config.block_size}")
+        positions, mask = attention_inputs(idx, cache, attention_mask, positions)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
         for i, block in enumerate(self.transformer.h):
             x = block(x, mask, cache, i)
         if cache is not None:
-            cache.length = L + T
+            cache.advance(idx.shape[1])
         return self.transformer.ln_f(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -301,7 +407,7 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         *,
-        cache: KVCache | None = None,
+        cache: KVCache | SlotCache | None = None,
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         last_only: bool = False,

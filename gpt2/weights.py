@@ -756,6 +756,32 @@ def load_model(
     return model, tokenizer
 
 
+def load_model_and_tokenizer(
+    path: str | Path, tokenizer: str | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[GPT, Tokenizer]:
+    """A model (`load_model`) with the tokenizer to use with it: `tokenizer` (a directory or 'gpt2',
+    refused if the model directory has a different one of its own), else the model directory's own,
+    else OpenAI's GPT-2 tokenizer for a 50,257-token model."""
+    from gpt2.tokenizer import load_tokenizer
+
+    model, own = load_model(path, device=device, dtype=dtype)
+    if tokenizer is not None:
+        chosen = load_tokenizer(tokenizer)
+        if own is not None and (chosen.vocab != own.vocab or chosen.merges != own.merges):
+            raise GPT2Error(f"--tokenizer {tokenizer} differs from the tokenizer saved with the model; drop --tokenizer to use the model's")
+    elif own is not None:
+        chosen = own
+    elif model.config.vocab_size == 50257:
+        chosen = load_tokenizer("gpt2")
+    else:
+        raise GPT2Error(f"the model directory has no tokenizer and the model has {model.config.vocab_size} tokens; pass --tokenizer DIR")
+    if chosen.n_vocab > model.config.vocab_size:
+        raise GPT2Error(
+            f"the tokenizer has {chosen.n_vocab} tokens but the model only {model.config.vocab_size}; wrong tokenizer for this model"
+        )
+    return model, chosen
+
+
 # ----------------------------------------------------------------------------
 # gpt2 convert
 

@@ -95,14 +95,14 @@ def test_every_command_reads_a_file_byte_for_byte(cli, tmp_path):
 
 
 def test_prompt_file_is_read_like_encode(tmp_path):
-    from gpt2.sample import _read_prompts
+    from gpt2.sample_cli import read_prompts
 
     src = SHARED / "botchan" / "botchan.txt"
     cfg = SampleConfig(model=tmp_path, prompt_file=src)
-    assert _read_prompts(cfg) == [src.read_bytes().decode("utf-8")]
+    assert read_prompts(cfg) == [src.read_bytes().decode("utf-8")]
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(GPT2Error, match="latin1.txt is not UTF-8 text .* at byte 3"):
-        _read_prompts(SampleConfig(model=tmp_path, prompt_file=tmp_path / "latin1.txt"))
+        read_prompts(SampleConfig(model=tmp_path, prompt_file=tmp_path / "latin1.txt"))
 
 
 def test_stdin_and_special_token_choices(cli):

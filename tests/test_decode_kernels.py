@@ -1,4 +1,4 @@
-"""The single-row bfloat16 decode path of a CPU with AVX512-BF16 (gpt2/_gemv.c and gpt2.sample._OneRowStep):
+"""The single-row bfloat16 decode path of a CPU with AVX512-BF16 (gpt2/_gemv.c and gpt2.decode.OneRowStep):
 the matrix-vector kernel against a float64 recomputation rounded the way PyTorch rounds, the attention kernel
 against PyTorch's SDPA in float32, the written-out decode step against GPT.forward, and the thread pool under
 fork and concurrent callers."""
@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.model import GPT, GPTConfig, KVCache
-from gpt2.sample import _Gemv, _gemv_supported, _OneRowStep, _PackedLinears, generate, iter_tokens
+from gpt2.decode import CPUBackend, OneRowStep, gemv_supported
+from gpt2.sample import generate, iter_tokens
 
-pytestmark = pytest.mark.skipif(not _gemv_supported(), reason="needs gpt2._gemv compiled and a CPU with AVX512-BF16")
+pytestmark = pytest.mark.skipif(not gemv_supported(), reason="needs gpt2._gemv compiled and a CPU with AVX512-BF16")
 
 BF16_EPS = 2.0**-8  # half the spacing of bfloat16 numbers, relative
 
@@ -157,13 +158,12 @@ def test_one_row_step_follows_the_model_forward(shape):
         plain, fast = (KVCache(model.config, 1, 40, dtype=torch.bfloat16) for _ in range(2))
         logits = model(prompt, cache=plain)[0][:, -1]
         model(prompt, cache=fast)
-        step = _OneRowStep(model)
-        assert _OneRowStep.usable(model, fast)
+        step = OneRowStep(model)
+        assert OneRowStep.usable(model, fast)
         token = int(logits.argmax())
         for _ in range(30):
             ref = model(torch.tensor([[token]]), cache=plain, last_only=True)[0][:, -1]
-            with _PackedLinears(model, 1):
-                out = step(token, fast)
+            out = step(token, fast, 2)
             assert out.shape == ref.shape == (1, 300) and fast.length == plain.length
             torch.testing.assert_close(out.float(), ref.float(), rtol=0.03, atol=0.03 * ref.float().abs().max().item())
             assert int(out.argmax()) == int(ref.argmax())
@@ -177,7 +177,7 @@ def test_one_row_step_follows_the_model_forward(shape):
 def test_one_row_step_rejects_a_token_or_position_outside_the_model():
     model = tiny_bf16()
     cache = KVCache(model.config, 1, 8, dtype=torch.bfloat16)
-    step = _OneRowStep(model)
+    step = OneRowStep(model)
     with pytest.raises(ValueError, match="token < vocabulary"):
         step(300, cache)
     cache.length = 8  # full
@@ -187,34 +187,33 @@ def test_one_row_step_rejects_a_token_or_position_outside_the_model():
 
 def test_one_row_step_is_used_only_where_it_applies():
     cache = KVCache(GPTConfig(n_layer=1, n_head=2, n_embd=64), 1, 8, dtype=torch.bfloat16)
-    assert _OneRowStep.usable(tiny_bf16(), cache)
-    assert not _OneRowStep.usable(tiny_bf16(norm="post"), cache)  # GPT-1: LayerNorm after each sub-block
-    assert not _OneRowStep.usable(tiny_bf16(n_head=4), cache)  # head size 16
-    assert not _OneRowStep.usable(tiny_bf16(bias=False), cache)
+    assert OneRowStep.usable(tiny_bf16(), cache)
+    assert not OneRowStep.usable(tiny_bf16(norm="post"), cache)  # GPT-1: LayerNorm after each sub-block
+    assert not OneRowStep.usable(tiny_bf16(n_head=4), cache)  # head size 16
+    assert not OneRowStep.usable(tiny_bf16(bias=False), cache)
     mixed = tiny_bf16()
     mixed.transformer.ln_f.float()  # one module left in float32
-    assert not _OneRowStep.usable(mixed, cache)
+    assert not OneRowStep.usable(mixed, cache)
     two_rows = KVCache(GPTConfig(n_layer=1, n_head=2, n_embd=64), 2, 8, dtype=torch.bfloat16)
-    assert not _OneRowStep.usable(tiny_bf16(), two_rows)
+    assert not OneRowStep.usable(tiny_bf16(), two_rows)
 
 
-def test_bf16_single_row_generation_equals_the_plain_path_and_restores_threads():
+def test_bf16_single_row_generation_equals_the_plain_path_and_leaves_threads_alone():
     model = tiny_bf16(seed=1)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert _PackedLinears(model, 1).kernel == "bf16-gemv"
+        backend = CPUBackend(threads=2)
+        assert backend.kernel(model, 1) == "bf16-gemv"
         prompts = [[1, 2, 3], [7]]
         for p in prompts:
-            fast = generate(model, [p], 40, temperature=0)
-            assert torch.get_num_threads() == 2
+            fast = generate(model, [p], 40, temperature=0, backend=backend)
             assert fast == generate(model, [p], 40, temperature=0, fast=False)
-        # a generation left unfinished gives the threads back when it is closed
-        tokens = iter_tokens(model, [[1, 2, 3]], 40, temperature=0)
+        # no process-wide setting changes while a generation is open
+        tokens = iter_tokens(model, [[1, 2, 3]], 40, temperature=0, backend=backend)
         next(tokens), next(tokens)
-        assert torch.get_num_threads() == 1  # the decode loop's setting while it is open
+        assert torch.get_num_threads() == 2
         tokens.close()
         assert torch.get_num_threads() == 2
-        assert _Gemv.threads == 2
     finally:
         torch.set_num_threads(before)

@@ -257,3 +257,37 @@ def test_presets_are_the_papers_sizes():
     assert [(PRESETS[n]["n_layer"], PRESETS[n]["n_embd"]) for n in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")] == [
         (12, 768), (24, 1024), (36, 1280), (48, 1600)
     ]  # Table 2 of the GPT-2 paper
+
+
+def test_slot_cache_rows_at_their_own_lengths_equal_separate_caches():
+    """Continuous batching's cache: sequences of different lengths in slots of one SlotCache, read in
+    chunks and stepped together (a free slot among them), give the logits each gets alone."""
+    from gpt2.decode import Backend, CPUBackend
+    from gpt2.model import KVCache, SlotCache
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=97, block_size=64)).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = {0: torch.randint(0, 97, (1, 11), generator=g), 2: torch.randint(0, 97, (1, 4), generator=g),
+               3: torch.randint(0, 97, (1, 23), generator=g)}
+    steps = torch.randint(0, 97, (5, 4), generator=g)  # tokens fed at each step, one per slot
+    slots = SlotCache(model.config, 4, 64)
+    with torch.no_grad():
+        for s, p in prompts.items():
+            slots.claim(s)
+            model(p[:, :3], cache=slots.rows(s, s + 1))  # a prompt read in two chunks
+            model(p[:, 3:], cache=slots.rows(s, s + 1))
+        assert slots.lengths == [11, 0, 4, 23]
+        for backend in (Backend(), CPUBackend()):
+            lengths = list(slots.lengths)
+            for k in range(2):
+                got = backend.step(model, steps[k][:, None], slots.rows(0, 4, live=[True, False, True, True]))
+                for s, p in prompts.items():
+                    alone = KVCache(model.config, 1, 64)
+                    want = model(torch.cat([p, steps[:k + 1, s][None]], dim=1), cache=alone)[0][:, -1]
+                    torch.testing.assert_close(got[s : s + 1], want, atol=1e-5, rtol=1e-5)
+            assert slots.lengths == [lengths[0] + 2, 0, lengths[2] + 2, lengths[3] + 2]  # the free slot is not counted
+            for s in prompts:
+                slots.lengths[s] -= 2  # the second backend repeats the same steps
+    slots.release(2)
+    assert slots.free_slots() == [1, 2] and slots.lengths[2] == 0

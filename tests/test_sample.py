@@ -13,8 +13,9 @@ from conftest import GPT2_BPE
 from gpt2.cli import main
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, GPTConfig
-from gpt2 import sample
-from gpt2.sample import candidates, generate, iter_tokens, sample_next, shared_prefixes, stream
+from gpt2 import batching
+from gpt2.batching import shared_prefixes
+from gpt2.sample import candidates, generate, iter_tokens, sample_next, stream
 from gpt2.tokenizer import Tokenizer
 from gpt2.weights import load_model, save_model
 
@@ -91,7 +92,7 @@ def test_shared_prefixes_run_once_and_generate_what_transformers_does(tmp_path, 
     model.register_forward_pre_hook(lambda m, args: run.append(args[0].numel()) if args[0].shape[1] > 1 else None)
     ours, lp = generate(model, prompts, 30, temperature=0, return_logprobs=True)
     shared_tokens, run[:] = sum(run), []
-    monkeypatch.setattr(sample, "SHARE_MIN_PREFIX", 10**9)  # sharing off: every prompt runs whole
+    monkeypatch.setattr(batching, "SHARE_MIN_PREFIX", 10**9)  # sharing off: every prompt runs whole
     plain, lp_plain = generate(model, prompts, 30, temperature=0, return_logprobs=True)
     assert sum(run) == len(prompts) * max(len(p) for p in prompts)
     assert shared_tokens < 0.6 * sum(run)
@@ -156,7 +157,7 @@ def test_a_prompt_that_shares_nothing_keeps_sharing_on_for_the_others(tmp_path, 
     shared = generate(model, prompts, 20, temperature=0)
     # the pair's 45 tokens and the lone prompt's first 38 in one prefix pass (2 rows); then the rests, 2 tokens at most
     assert run[:2] == [(2, 45), (3, 2)]
-    monkeypatch.setattr(sample, "SHARE_MIN_PREFIX", 10**9)
+    monkeypatch.setattr(batching, "SHARE_MIN_PREFIX", 10**9)
     assert shared == generate(model, prompts, 20, temperature=0)
 
 
@@ -176,7 +177,7 @@ def test_one_prompt_sampled_several_times_runs_once_without_a_mask(tmp_path):
 def test_shared_prefixes_with_a_sliding_window(tmp_path, monkeypatch):
     """Rows that share a beginning, generating past the context: each equals the no-cache recomputation."""
     _, model = hf_and_ours(tmp_path, n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=64)
-    monkeypatch.setattr(sample, "SHARE_MIN_PREFIX", 4)
+    monkeypatch.setattr(batching, "SHARE_MIN_PREFIX", 4)
     base = random_prompts([20], 50, seed=3)[0]
     prompts = [base + [1], base + [2, 3, 4], base[:12] + [5] * 6]
     assert shared_prefixes(prompts) == [(12, sorted(range(3), key=lambda i: prompts[i]))]
@@ -426,7 +427,7 @@ def test_sample_command_errors_are_one_line(model_dir, tmp_path, cli, capsys):
 
 
 def prepacked_kernels(dtype: torch.dtype) -> bool:
-    """Whether this torch build and CPU have the oneDNN / MKL kernels that `_PackedLinears` prepacks for."""
+    """Whether this torch build and CPU have the oneDNN / MKL kernels that `CPUBackend` prepacks for."""
     if not torch.backends.mkldnn.is_available():
         return False
     # oneDNN's bfloat16 kernels need AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT: an AVX2-only CPU has none
@@ -436,12 +437,13 @@ def prepacked_kernels(dtype: torch.dtype) -> bool:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_prepacked_weights_match_the_plain_path(dtype, batch):
+    from gpt2.decode import Backend, CPUBackend
     from gpt2.model import KVCache
-    from gpt2.sample import _PackedLinears
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, block_size=32)).eval().to(dtype)
-    packed = _PackedLinears(model, batch)
+    backend = CPUBackend()
+    packed = backend._weights(model, batch)
     if not prepacked_kernels(dtype):
         assert packed.forwards == {} and packed.kernel == "plain"  # nothing to prepack with: the plain path
         pytest.skip(f"this torch build or CPU has no oneDNN / MKL kernels for {dtype}")
@@ -450,10 +452,10 @@ def test_prepacked_weights_match_the_plain_path(dtype, batch):
     with torch.no_grad():
         cache = KVCache(model.config, batch, 10, dtype=dtype)
         model(idx[:, :8], cache=cache)
-        plain = model(idx[:, 8:], cache=cache)[0]
+        plain = Backend().step(model, idx[:, 8:], cache)
         cache.length = 8
-        with packed:
-            fast = model(idx[:, 8:], cache=cache)[0]
+        fast = backend.step(model, idx[:, 8:], cache)
+    assert cache.length == 9
     assert all("forward" not in m.__dict__ for m in model.modules())  # the model is left as it was
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(fast, plain, atol=tol * plain.abs().max().item(), rtol=tol)
@@ -510,10 +512,10 @@ def test_greedy_equals_transformers_at_gpt2_size(tmp_path, batch):
 
 
 def test_single_row_kernel_choice_never_changes_the_output(monkeypatch):
-    import gpt2.sample
-    from gpt2.sample import _PackedLinears
+    import gpt2.decode
+    from gpt2.decode import CPUBackend, _PackedWeights
 
-    monkeypatch.setattr(gpt2.sample, "_gemv_supported", lambda: False)  # the choice made without the AVX512-BF16 kernel
+    monkeypatch.setattr(gpt2.decode, "gemv_supported", lambda: False)  # the choice made without the AVX512-BF16 kernel
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, block_size=64)).eval().to(torch.bfloat16)
@@ -523,10 +525,10 @@ def test_single_row_kernel_choice_never_changes_the_output(monkeypatch):
                 p.normal_(0.0, 0.3)
     outputs, kernels = [], []
     for faster in (True, False):
-        monkeypatch.setattr(_PackedLinears, "_addmv_is_faster", lambda self, params, faster=faster: faster)
-        _PackedLinears._cache.pop(model, None)
-        kernels.append(_PackedLinears(model, 1).kernel)
-        outputs.append(generate(model, [[1, 2, 3]], 30, temperature=1.0, generator=torch.Generator().manual_seed(0)))
+        monkeypatch.setattr(_PackedWeights, "_addmv_is_faster", lambda self, params, faster=faster: faster)
+        backend = CPUBackend()
+        kernels.append(backend.kernel(model, 1))
+        outputs.append(generate(model, [[1, 2, 3]], 30, temperature=1.0, generator=torch.Generator().manual_seed(0), backend=backend))
     outputs.append(generate(model, [[1, 2, 3]], 30, temperature=1.0, generator=torch.Generator().manual_seed(0), fast=False))
     assert kernels == (["addmv", "onednn-packed"] if prepacked_kernels(torch.bfloat16) else ["plain", "plain"])
     assert outputs[0] == outputs[1] == outputs[2]
@@ -562,3 +564,56 @@ def test_greedy_on_the_gpu_equals_transformers(tmp_path, dtype):
     assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
     if dtype == torch.float32:  # bfloat16 rounding may break near-ties differently from float32
         assert ours == out[:, P:].tolist()
+
+
+# ---- what a newcomer met (issue 19): escapes, the seed line, <|endoftext|> shown as a line break
+
+
+def model_that_says(tmp_path, text: str):
+    """A tiny model with GPT-2's tokenizer whose greedy choice is always the token of `text`: with the final
+    LayerNorm's bias b and that token's (tied) embedding row 100 b, its logit is 100 |b|^2 plus nothing (the
+    normalised part has zero mean), far above every other token's."""
+    tok = Tokenizer.load(GPT2_BPE)
+    (token,) = tok.encode(text, allowed_special="all")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32))
+    with torch.no_grad():
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.lm_head.weight[token] = 100.0
+    save_model(model, tmp_path / "says", tok, overwrite=True)
+    return tmp_path / "says"
+
+
+def test_stop_escapes_follow_one_rule_with_interactive_input(tmp_path, capsys, cli):
+    """--stop "\\n" from a shell arrives as a backslash and an n; it means a line break, as in --interactive input."""
+    from gpt2.sample_cli import unescape
+
+    assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb\\n") == "a\tb\\n" and unescape(r"C:\path") == r"C:\path"
+    says = model_that_says(tmp_path, "\n")
+    args = ["sample", "--model", str(says), "--prompt", "A", "--temperature", "0", "--max-new-tokens", "4"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == "A" + "\n" * 4 + "\n"
+    assert main([*args, "--stop", r"\n"]) == 0
+    assert capsys.readouterr().out == "A\n"  # the first new token was the stop: nothing after the prompt
+    r = cli("sample", "--model", str(says), "--interactive", "--max-new-tokens", "1", "--stop", r"\n\n", input="A\\nB\n")
+    assert r.returncode == 0 and "A\nB\n" in r.stdout, r.stdout
+
+
+def test_the_seed_line_only_when_it_helps(model_dir, capsys):
+    base = ["sample", "--model", str(model_dir), "--prompt", "x", "--max-new-tokens", "2"]
+    for extra, shown in [([], True), (["--seed", "3"], False), (["--temperature", "0"], False)]:
+        capsys.readouterr()
+        assert main([*base, *extra]) == 0
+        assert ("pass --seed" in capsys.readouterr().err) == shown, extra
+
+
+def test_endoftext_is_shown_as_a_line_break(tmp_path, capsys):
+    says = model_that_says(tmp_path, "<|endoftext|>")
+    args = ["sample", "--model", str(says), "--prompt", "A", "--temperature", "0", "--max-new-tokens", "3", "--stop-at-eot", "false"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == "A\n\n\n\n"
+    assert main([*args, "--num-samples", "2", "--output", str(tmp_path / "s.jsonl")]) == 0
+    assert "<|endoftext|>" not in capsys.readouterr().out
+    assert [json.loads(line)["text"] for line in (tmp_path / "s.jsonl").read_text().splitlines()] == ["\n\n\n"] * 2
+    assert main(args[:-2]) == 0  # stopping there (the default): nothing is generated
+    assert capsys.readouterr().out == "A\n"

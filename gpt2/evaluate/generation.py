@@ -34,7 +34,7 @@ from gpt2.errors import GPT2Error
 from gpt2.evaluate import datasets as D
 from gpt2.evaluate import metrics as M
 from gpt2.evaluate.tasks import Context, Metric, TaskOutput
-from gpt2.sample import shared_prefixes
+from gpt2.batching import batch_order, token_batches
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def generate_batched(
     samples from its own generator seeded with seed + i (or with seed[i], given
     a list), so its result does not depend on how prompts are batched
     (--batch-tokens). Prompts are ordered longest first, except that prompts
-    that begin alike (gpt2.sample.shared_prefixes) stay together, and a batch
+    that begin alike (gpt2.batching.shared_prefixes) stay together, and a batch
     ends before a group it would split (unless the group alone is larger), so
     that gpt2.sample.generate runs their common beginning once. A list as `logprobs` is filled with each prompt's log-probabilities of
     its new tokens, if `ctx.generate` can report them (gpt2.sample.generate
@@ -88,22 +88,10 @@ def generate_batched(
     one_seed = isinstance(seed, numbers.Integral)
     if seed is not None and not one_seed and len(seed) != len(prompts):
         raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts")
-    order, group = _batch_order(fitted, [i for i in range(len(fitted)) if i not in done])
+    order, group = batch_order(fitted, [i for i in range(len(fitted)) if i not in done])
     with tqdm(total=len(fitted), initial=len(done), desc=desc, unit="prompt", file=sys.stderr,
               disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
-        i = 0
-        while i < len(order):
-            # rows while the batch, padded to its longest prompt plus the new tokens, fits batch_tokens
-            n, longest = 1, len(fitted[order[i]])
-            while i + n < len(order):
-                wider = max(longest, len(fitted[order[i + n]]))
-                if (n + 1) * (wider + max_new_tokens) > ctx.config.batch_tokens:
-                    break
-                n, longest = n + 1, wider
-            if i + n < len(order) and group[i + n] == group[i + n - 1] and group[i] != group[i + n - 1]:
-                n = group.index(group[i + n - 1], i) - i  # end the batch before a group it would split
-            batch = order[i : i + n]
-            i += len(batch)
+        for batch in token_batches(fitted, order, group, max_new_tokens, ctx.config.batch_tokens):
             if seed is not None:
                 seeds = [int(seed) + k for k in batch] if one_seed else [int(seed[k]) for k in batch]
                 sampling["generator"] = [torch.Generator().manual_seed(x) for x in seeds]
@@ -123,17 +111,6 @@ def generate_batched(
     if logprobs is not None:
         logprobs[:] = scores
     return out, cut
-
-
-def _batch_order(prompts: list[list[int]], todo: list[int]) -> tuple[list[int], list[int]]:
-    """`todo` in the order of batching, and the group of each position in that order: groups of prompts
-    that begin alike stay together (the groups longest first, each group's prompts longest first), so
-    that a batch holds few lengths and its prompts' common beginnings run once."""
-    groups = [[todo[r] for r in rows] for _, rows in shared_prefixes([prompts[i] for i in todo])]
-    for g in groups:
-        g.sort(key=lambda i: -len(prompts[i]))
-    groups.sort(key=lambda g: -len(prompts[g[0]]))
-    return [i for g in groups for i in g], [k for k, g in enumerate(groups) for _ in g]
 
 
 def _prompt_id(tokens: list[int]) -> str:

@@ -223,7 +223,7 @@ def eval_command(cfg: C.EvalConfig) -> dict:
         from gpt2.weights import load_model
     except ImportError:
         raise GPT2Error("this installation of gpt2 has no gpt2.weights.load_model to read model directories") from None
-    from gpt2.distributed import resolve_device
+    from gpt2.device import resolve_device
 
     device = resolve_device(cfg.device)
     if device.type == "cpu":
