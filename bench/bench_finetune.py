@@ -48,7 +48,7 @@ from gpt2.finetune.tasks import TASKS, load_split  # noqa: E402
 from gpt2.finetune.transforms import SPECIAL_TOKENS, Transform, collate  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
 from gpt2.tokenizer import Tokenizer  # noqa: E402
-from gpt2.train.hardware import choose_dtype, cpu_name  # noqa: E402
+from gpt2.train.hardware import cpu_name, training_dtype  # noqa: E402
 from gpt2.train.optim import clip_in_optimizer, parameter_groups  # noqa: E402
 
 SHARED = Path(os.environ.get("GPT2_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -134,7 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = choose_dtype("auto", torch.device("cpu"))
+    dtype = training_dtype("auto", torch.device("cpu"))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     if args.memory_of:  # glibc's default heap, which hands large blocks back: the peak is what was live
 

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from gpt2.model import GPT, GPTConfig  # noqa: E402
-from gpt2.train.hardware import choose_dtype, choose_threads, cpu_name, other_runnable_processes  # noqa: E402
+from gpt2.train.hardware import choose_threads, cpu_name, other_runnable_processes, training_dtype  # noqa: E402
 from gpt2.train.loss import LMLoss  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     args = parser.parse_args()
-    dtype = choose_dtype(args.dtype, torch.device("cpu"))
+    dtype = training_dtype(args.dtype, torch.device("cpu"))
     print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}")
     torch.manual_seed(0)
     config = GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=128, vocab_size=4096, pad_vocab_to=64)

@@ -767,7 +767,7 @@ def load_model_and_tokenizer(
     model, own = load_model(path, device=device, dtype=dtype)
     if tokenizer is not None:
         chosen = load_tokenizer(tokenizer)
-        if own is not None and (chosen.vocab != own.vocab or chosen.merges != own.merges):
+        if own is not None and chosen.fingerprint() != own.fingerprint():
             raise GPT2Error(f"--tokenizer {tokenizer} differs from the tokenizer saved with the model; drop --tokenizer to use the model's")
     elif own is not None:
         chosen = own

@@ -91,11 +91,9 @@ def restart_layers(gpt: GPT, keep: int, seed: int) -> None:
 
 def base_model(cfg: FinetuneConfig) -> tuple[GPT, Tokenizer]:
     """The model to fine-tune and its tokenizer, with the added tokens, in float32 on the CPU."""
-    from gpt2.sample import _tokenizer_for
-    from gpt2.weights import load_model
+    from gpt2.weights import load_model_and_tokenizer
 
-    gpt, own = load_model(cfg.model, dtype=torch.float32)
-    tokenizer = _tokenizer_for(gpt, own, cfg.tokenizer)
+    gpt, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, dtype=torch.float32)
     generator = torch.Generator().manual_seed(cfg.seed)
     add_task_tokens(gpt, tokenizer, generator)
     gpt = with_dropout(gpt, cfg.dropout)
@@ -402,7 +400,7 @@ def predict(cfg: FinetunePredictConfig) -> list[dict]:
     check_output_file(cfg.output, cfg.force)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    from gpt2.distributed import parse_device
+    from gpt2.device import parse_device
 
     device = parse_device(cfg.device)
     model, spec, tokenizer, info = load_task_model(cfg.model, device)

@@ -44,8 +44,10 @@ GPU_PEAK_TFLOPS = (
 # precision
 
 
-def choose_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """--dtype: as named, or 'auto': bfloat16 where the hardware multiplies it, float16 on older GPUs, else float32."""
+def training_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """A training run's --dtype: as named, or 'auto': bfloat16 autocast where the hardware multiplies it (GPUs that
+    have it, CPUs with AMX or AVX512-BF16), float16 with loss scaling on older GPUs, else float32. (Inference picks
+    its weights' dtype in gpt2/device.py.)"""
     if spec != "auto":
         dtype = getattr(torch, spec)
         if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -122,7 +122,7 @@ class Loop:
             kernels.retain_freed_memory()  # a step's large buffers are reused, not faulted in afresh each step
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
-        self.dtype = hardware.choose_dtype(cfg.dtype, self.device)
+        self.dtype = hardware.training_dtype(cfg.dtype, self.device)
         fsdp = cfg.parallel == "fsdp" and d.enabled
         if fsdp and self.dtype == torch.float16:
             raise GPT2Error("FSDP2 runs here in bfloat16 or float32; use --dtype bfloat16 (or --parallel ddp for float16)")
