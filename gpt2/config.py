@@ -806,6 +806,8 @@ class FinetuneConfig:
         from gpt2.finetune.tasks import task
 
         task(self.task)  # an unknown task is refused here, with the list of tasks
+        if not Path(self.model).exists():
+            raise ConfigError(f"--model {self.model} does not exist: give a model directory (or a training run's folder)")
         if self.lm_coef < 0:
             raise ConfigError(f"--lm-coef must be 0 or more, got {self.lm_coef}")
         if self.epochs <= 0:
