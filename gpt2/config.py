@@ -473,6 +473,8 @@ class PrepareConfig:
         "file", "what one document is in a text file: the whole file, a paragraph (blank-line separated) or a line"
     )
     jsonl_field: str = opt("text", "the field of each JSON line that holds the document")
+    id_field: str | None = opt(None, "a field of each JSON line that identifies the document (e.g. url): the held-out "
+                                     "split hashes it instead of the text")
     shard_tokens: int = opt(100_000_000, "tokens per shard file (2 bytes each)")
     workers: int = opt(0, "threads that encode text (0: one per CPU core)")
     force: bool = opt(False, "replace the dataset in --out, a different one or the same (to rebuild damaged shards)")
@@ -489,6 +491,8 @@ class PrepareConfig:
             raise ConfigError("--workers must be 0 (all cores) or a positive number")
         if not self.jsonl_field:
             raise ConfigError("--jsonl-field must not be empty")
+        if self.id_field == "":
+            raise ConfigError("--id-field must not be empty; leave it out to hash each document's text")
 
 
 @dataclass
