@@ -29,7 +29,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 LATIN1 = "<html><head><title>Caf\xe9</title></head><body><article><p>" + "Le caf\xe9 de la gare est ouvert tous les jours, \xe0 la fran\xe7aise. " * 20 + "</p></article></body></html>"
 
@@ -42,7 +42,8 @@ def load_pages(root: Path) -> list[tuple[str, bytes]]:
 
 class Server:
     def __init__(self, pages: list[bytes], slow: float = 0.2, proxy_pages: dict[str, int] | None = None):
-        self.pages, self.slow, self.proxy_pages = pages, slow, proxy_pages or {}
+        self.pages, self.slow = pages, slow
+        self.proxy_pages = {unquote(url): n for url, n in (proxy_pages or {}).items()}
         self.hits: dict[str, int] = {}
         self.lock = threading.Lock()
         server = self
@@ -105,7 +106,7 @@ class Server:
         if parts.scheme:  # used as a proxy: an absolute URL
             if parts.path == "/robots.txt":
                 return self.send(h, 404, b"", "text/plain")
-            n = self.proxy_pages.get(h.path)
+            n = self.proxy_pages.get(unquote(h.path))
             return self.page(h, n) if n is not None else self.send(h, 404, b"not here", "text/plain")
         words = parts.path.strip("/").split("/")
         kind, arg = words[0], words[-1]
