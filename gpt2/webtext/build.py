@@ -35,6 +35,7 @@ from tqdm import tqdm
 from gpt2 import config as C
 from gpt2.data.documents import Document
 from gpt2.errors import GPT2Error
+from gpt2.webtext.engine import make_engine
 from gpt2.webtext.shards import STATS, list_shards, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -48,40 +49,41 @@ def _fields(section: object) -> dict:
     return {k: getattr(section, k) for k in section.__dataclass_fields__}
 
 
-def _links(cfg: C.WebTextBuildConfig, previous: Path | None, out: Path) -> dict:
+def _links(cfg: C.WebTextBuildConfig, previous: Path | None, out: Path, engine) -> dict:
     from gpt2.webtext.links import links
 
-    return links(C.WebTextLinksConfig(input=cfg.input, out=out, **_fields(cfg.links), **_engine(cfg)))
+    return links(C.WebTextLinksConfig(input=cfg.input, out=out, **_fields(cfg.links), **_engine(cfg)), engine)
 
 
-def _fetch(cfg: C.WebTextBuildConfig, previous: Path, out: Path) -> dict:
+def _fetch(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
     from gpt2.webtext.fetch import fetch
 
-    return fetch(C.WebTextFetchConfig(links=[previous], out=out, **_fields(cfg.fetch), **_engine(cfg)))
+    return fetch(C.WebTextFetchConfig(links=[previous], out=out, **_fields(cfg.fetch), **_engine(cfg)), engine)
 
 
-def _extract(cfg: C.WebTextBuildConfig, previous: Path, out: Path) -> dict:
+def _extract(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
     from gpt2.webtext.extract import extract
 
-    return extract(C.WebTextExtractConfig(warc=[previous], out=out, **_fields(cfg.extract), **_engine(cfg)))
+    return extract(C.WebTextExtractConfig(warc=[previous], out=out, **_fields(cfg.extract), **_engine(cfg)), engine)
 
 
-def _clean(cfg: C.WebTextBuildConfig, previous: Path, out: Path) -> dict:
+def _clean(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
     from gpt2.webtext.clean import clean
 
-    return clean(C.WebTextCleanConfig(input=[previous], out=out, **_fields(cfg.clean), **_engine(cfg)))
+    return clean(C.WebTextCleanConfig(input=[previous], out=out, **_fields(cfg.clean), **_engine(cfg)), engine)
 
 
-def _dedup(cfg: C.WebTextBuildConfig, previous: Path, out: Path) -> dict:
+def _dedup(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
     from gpt2.webtext.dedup import dedup
 
-    return dedup(C.WebTextDedupConfig(input=[previous], out=out, **_fields(cfg.dedup), **_engine(cfg)))
+    return dedup(C.WebTextDedupConfig(input=[previous], out=out, **_fields(cfg.dedup), **_engine(cfg)), engine)
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str  # also its folder in OUT
-    run: Callable[[C.WebTextBuildConfig, Path | None, Path], dict]  # (config, the previous stage's folder, its folder) -> stats
+    # (config, the previous stage's folder, its folder, the shared engine) -> its statistics
+    run: Callable[[C.WebTextBuildConfig, Path | None, Path, object], dict]
     label: str  # what it keeps, for the report
     kept: str = "kept"  # the key of its stats that counts what it keeps
     dropped: str = "dropped"  # the key of its stats that counts what it drops, by reason
@@ -216,7 +218,7 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
     (out / "config.toml").write_text(C.to_toml(cfg), encoding="utf-8")
     stats: dict[str, dict] = {}
     previous: Path | None = None
-    with tqdm(total=len(STAGES) + 1, unit="stage", desc="webtext", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=len(STAGES) + 1, unit="stage", desc="webtext", file=sys.stderr, disable=None) as bar, make_engine(cfg) as engine:
         for stage in STAGES:
             folder = out / stage.name
             done = folder / STATS
@@ -225,9 +227,11 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
                 log.info("%s: finished before, skipped", stage.name)
             else:
                 bar.set_postfix_str(stage.name)
-                stats[stage.name] = stage.run(cfg, previous, folder)
+                stats[stage.name] = stage.run(cfg, previous, folder, engine)
             previous = folder
             bar.update(1)
+        if stats[STAGES[-1].name].get("kept") == 0:
+            raise GPT2Error(f"no document is left after the {STAGES[-1].name} stage; see the stats.json of each stage in {out}")
         bar.set_postfix_str("tokens")
         manifest = make_tokens(cfg, previous, out / "tokens")
         bar.update(1)

@@ -145,15 +145,18 @@ def clean_shard(path: Path, out_dir: Path, settings) -> dict:
     return stats
 
 
-def clean(cfg) -> dict:
-    """`gpt2 webtext clean`: returns the statistics it writes to OUT/stats.json."""
+def clean(cfg, engine=None) -> dict:
+    """`gpt2 webtext clean`: returns the statistics it writes to OUT/stats.json.
+
+    `engine`: an engine to run on (build shares one among its stages); by default the config's, opened here.
+    """
     t0 = time.perf_counter()
     shards = list_shards(cfg.input, DOC_SUFFIXES, "document shard")
     shards = [s for s in shards if not s.name.startswith(("links-", "stats"))]
     settings = {"languages": cfg.languages, "min_language_score": cfg.min_language_score, "min_words": cfg.min_words,
                 "max_words": cfg.max_words, "rules": cfg.rules, "compress": cfg.compress}
     out = StageDir(cfg.out, "clean", settings)
-    with open_engine(cfg.engine, cfg.workers, cfg.scheduler) as engine:
+    with open_engine(cfg, engine) as engine:
         results = engine.map(partial(clean_shard, out_dir=out.path, settings=cfg), shards, desc="cleaning")
     total = {"documents": 0, "kept": 0}
     drops: Counter = Counter()

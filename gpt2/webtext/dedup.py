@@ -194,8 +194,11 @@ def write_unique(task: tuple[Path, list[int]], out_dir: Path, compress: bool) ->
     return write_jsonl(target, (doc for i, doc in enumerate(read_jsonl(shard)) if i not in drop))
 
 
-def dedup(cfg) -> dict:
-    """`gpt2 webtext dedup`: returns the statistics it writes to OUT/stats.json."""
+def dedup(cfg, engine=None) -> dict:
+    """`gpt2 webtext dedup`: returns the statistics it writes to OUT/stats.json.
+
+    `engine`: an engine to run on (build shares one among its stages); by default the config's, opened here.
+    """
     t0 = time.perf_counter()
     shards = [s for s in list_shards(cfg.input, DOC_SUFFIXES, "document shard") if not s.name.startswith("links-")]
     if len({s.name.split(".")[0] for s in shards}) != len(shards):
@@ -203,7 +206,7 @@ def dedup(cfg) -> dict:
     settings = {k: getattr(cfg, k) for k in ("exact", "near", "ngram", "bands", "rows", "seed", "compress")}
     out = StageDir(cfg.out, "dedup", settings)
     (out / "signatures").mkdir(exist_ok=True)
-    with open_engine(cfg.engine, cfg.workers, cfg.scheduler) as engine:
+    with open_engine(cfg, engine) as engine:
         sig_paths = engine.map(partial(signatures, out_dir=out.path, settings=cfg), list(enumerate(shards)), desc="signatures")
         edges: list = []
         if cfg.exact or cfg.near:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
@@ -161,8 +162,19 @@ def _partition_of(pair: tuple[int, Any]) -> int:
     return pair[0]
 
 
-def open_engine(name: str, workers: int = 0, scheduler: str | None = None) -> LocalEngine | DaskEngine:
-    """The engine a stage's config names: 'local' or 'dask'."""
-    if name == "dask" or scheduler:
-        return DaskEngine(workers, scheduler)
-    return LocalEngine(workers)
+def make_engine(cfg) -> LocalEngine | DaskEngine:
+    """The engine a config names (its `engine`, `workers` and `scheduler`): 'local' or 'dask'."""
+    if cfg.engine == "dask" or cfg.scheduler:
+        return DaskEngine(cfg.workers, cfg.scheduler)
+    return LocalEngine(cfg.workers)
+
+
+@contextmanager
+def open_engine(cfg, engine: LocalEngine | DaskEngine | None = None) -> Iterator[LocalEngine | DaskEngine]:
+    """`engine` if one is given (`gpt2 webtext build` shares one among its stages), else a new one for `cfg`,
+    closed afterwards."""
+    if engine is not None:
+        yield engine
+        return
+    with make_engine(cfg) as new:
+        yield new

@@ -113,9 +113,11 @@ def extract_page(html: str, url: str, extractor: str) -> dict | None:
             _TRAFILATURA_CONFIG = use_config()
             _TRAFILATURA_CONFIG.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")  # the worker's watchdog bounds the time instead
         doc = trafilatura.bare_extraction(html, url=url, with_metadata=True, include_comments=False, config=_TRAFILATURA_CONFIG)
-        if doc is None or not doc.text:
-            return None
-        return {"text": doc.text, "title": doc.title}
+        if isinstance(doc, dict):  # trafilatura 1.x returns a dict, 2.x a Document
+            text, title = doc.get("text"), doc.get("title")
+        else:
+            text, title = (doc.text, doc.title) if doc is not None else (None, None)
+        return {"text": text, "title": title} if text else None
     if extractor == "resiliparse":
         from resiliparse.extract.html2text import extract_plain_text
         from resiliparse.parse.html import HTMLTree
@@ -171,7 +173,7 @@ def worker_main() -> None:
         try:
             _send(out, {"page": extract_page(job["html"], job["url"], job["extractor"])})
         except Exception as e:  # a page that breaks the extractor is dropped, not the run
-            _send(out, {"error": f"{type(e).__name__}"})
+            _send(out, {"error": type(e).__name__, "message": str(e)[:300]})
 
 
 class Watchdog:
@@ -222,6 +224,7 @@ class Watchdog:
             self._kill()
             return None, "worker died"
         if "error" in reply:
+            log.debug("%s: %s: %s", url, reply["error"], reply["message"])
             return None, f"extractor error ({reply['error']})"
         return reply["page"], None
 
@@ -292,8 +295,11 @@ def extract_shard(warc: Path, out_dir: Path, extractor: str, page_timeout: float
     return dict(counts)
 
 
-def extract(cfg) -> dict:
-    """`gpt2 webtext extract`: returns the statistics it writes to OUT/stats.json."""
+def extract(cfg, engine=None) -> dict:
+    """`gpt2 webtext extract`: returns the statistics it writes to OUT/stats.json.
+
+    `engine`: an engine to run on (build shares one among its stages); by default the config's, opened here.
+    """
     t0 = time.perf_counter()
     warcs = list_shards(cfg.warc, WARC_SUFFIXES, "WARC file")
     if cfg.extractor == "newspaper":
@@ -302,7 +308,7 @@ def extract(cfg) -> dict:
         except ImportError:
             raise GPT2Error("--extractor newspaper needs newspaper4k: pip install newspaper4k") from None
     out = StageDir(cfg.out, "extract", {"extractor": cfg.extractor, "compress": cfg.compress})
-    with open_engine(cfg.engine, cfg.workers, cfg.scheduler) as engine:
+    with open_engine(cfg, engine) as engine:
         results = engine.map(
             partial(extract_shard, out_dir=out.path, extractor=cfg.extractor, page_timeout=cfg.page_timeout, compress=cfg.compress),
             warcs, desc="extracting",

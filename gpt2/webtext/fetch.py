@@ -438,16 +438,19 @@ def fetch_shard(source: Path, out_dir: Path, cfg) -> dict:
     return asyncio.run(_fetch_shards([source], out_dir, cfg))[0]
 
 
-def fetch(cfg) -> dict:
-    """`gpt2 webtext fetch`: returns the statistics it writes to OUT/stats.json."""
+def fetch(cfg, engine=None) -> dict:
+    """`gpt2 webtext fetch`: returns the statistics it writes to OUT/stats.json.
+
+    `engine`: an engine to run on (build shares one among its stages); by default the config's, opened here.
+    """
     t0 = time.perf_counter()
     sources = list_shards(cfg.links, LINK_SUFFIXES, "links file")
     check_proxy(cfg.proxy, cfg.connect_timeout)
     out = StageDir(cfg.out, "fetch")
-    if cfg.engine == "local" and not cfg.scheduler:
+    if getattr(engine, "name", cfg.engine if not cfg.scheduler else "dask") == "local":
         results = asyncio.run(_fetch_shards(sources, out.path, cfg))
     else:
-        with open_engine(cfg.engine, cfg.workers, cfg.scheduler) as engine:
+        with open_engine(cfg, engine) as engine:
             results = engine.map(partial(fetch_shard, out_dir=out.path, cfg=cfg), sources, desc="fetching shards")
     errors: Counter = Counter()
     for r in results:

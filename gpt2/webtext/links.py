@@ -222,8 +222,11 @@ def _write_links(partition: int, rows: list[dict], out_dir: Path, karma: str, mi
     return {"urls": len(merged), "kept": len(kept)}
 
 
-def links(cfg) -> dict:
-    """`gpt2 webtext links`: returns the statistics it writes to OUT/stats.json."""
+def links(cfg, engine=None) -> dict:
+    """`gpt2 webtext links`: returns the statistics it writes to OUT/stats.json.
+
+    `engine`: an engine to run on (build shares one among its stages); by default the config's, opened here.
+    """
     t0 = time.perf_counter()
     dumps = list_shards(cfg.input, DUMP_SUFFIXES, "Reddit dump")
     names = [d.name for d in dumps]
@@ -231,7 +234,7 @@ def links(cfg) -> dict:
         raise GPT2Error("two dumps have the same file name; give each month once")
     out = StageDir(cfg.out, "links", {"karma": cfg.karma, "min_karma": cfg.min_karma, "shards": cfg.shards, "compress": cfg.compress})
     (out / "parts").mkdir(exist_ok=True)
-    with open_engine(cfg.engine, cfg.workers, cfg.scheduler) as engine:
+    with open_engine(cfg, engine) as engine:
         scans = engine.map(partial(scan_dump, out_dir=out.path, compress=cfg.compress), dumps, desc="scanning dumps")
         counts: Counter = Counter()
         for c in scans:
