@@ -63,7 +63,10 @@ class Server:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class HTTPServer(ThreadingHTTPServer):
+            request_queue_size = 256  # the default backlog of 5 drops connections when a client opens 64 at once
+
+        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"

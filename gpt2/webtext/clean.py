@@ -48,6 +48,7 @@ DOC_SUFFIXES = (".jsonl", ".jsonl.zst")
 STOP_WORDS = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))
 BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·", "➢", "►", "✓", "✔")
 _ALPHA = re.compile(r"[^\W\d_]")
+LANGUAGE_SAMPLE = 3000  # characters given to the language identifier
 _identifier = None
 
 
@@ -58,7 +59,8 @@ def identify_language(text: str) -> tuple[str, float]:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
         _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    lang, score = _identifier.classify(text[:20_000])
+    # langid's scan is Python code (about 1 us a byte): 3,000 characters name a language as well as the whole text
+    lang, score = _identifier.classify(text[:LANGUAGE_SAMPLE])
     return lang, float(score)
 
 
