@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, SHARED
 from gpt2.config import WebTextFetchConfig
 from gpt2.errors import GPT2Error
-from gpt2.webtext.extract import iter_responses
+from gpt2.webtext.extract import decode_html, iter_responses
 from gpt2.webtext.fetch import fetch
 from webtext_server import Server, load_pages
 
@@ -63,6 +63,8 @@ def test_fetch_handles_every_kind_of_misbehaviour(server, tmp_path):
     assert pages[f"{b}/page/1"] == PAGES[1][1] and pages[f"{b}/redirect/2/7"] == PAGES[7][1]  # bodies byte for byte
     assert server.hits["/retry-after/4"] == 2 and server.hits["/flaky/5"] == 2 and server.hits["/error/6"] == 2  # one retry
     assert server.hits["/robots.txt"] == 1  # once per host
+    for path in ("/latin1-no-charset", "/latin1-wrong"):  # stored as sent; decoded right whatever the header says
+        assert "Le café de la gare" in decode_html(pages[b + path], "text/html; charset=utf-8")
     assert "/private/10" not in server.hits and "/redirect/5/8" in server.hits
 
 
