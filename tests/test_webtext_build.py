@@ -147,6 +147,26 @@ def test_dask_engine_gives_the_same_documents_as_the_local_one(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_existing_dask_cluster_is_used_through_its_scheduler_address(tmp_path):
+    from distributed import LocalCluster
+
+    from gpt2.config import WebTextLinksConfig
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        stats = links(WebTextLinksConfig(input=[DUMPS], out=tmp_path / "dask", scheduler=cluster.scheduler_address, shards=4))
+        with cluster.get_client() as client:
+            assert client.run(lambda: 1)  # the cluster's two workers ran the stage, and stay up after it
+    local = links(WebTextLinksConfig(input=[DUMPS], out=tmp_path / "local", workers=1, shards=4))
+    assert stats["links"] == local["links"]
+    for p in sorted((tmp_path / "local").glob("links-*.jsonl")):
+        assert list(read_jsonl(p)) == list(read_jsonl(tmp_path / "dask" / p.name))
+    from gpt2.errors import GPT2Error
+
+    with pytest.raises(GPT2Error, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        links(WebTextLinksConfig(input=[DUMPS], out=tmp_path / "none", scheduler="tcp://127.0.0.1:9", shards=4))
+
+
+@pytest.mark.slow
 def test_kill_9_during_a_build_then_rerun_gives_the_same_corpus(tmp_path):
     urls = link_urls(tmp_path, 10)
     with Server([b for _, b in PAGES], proxy_pages=page_map(urls)) as server:

@@ -138,6 +138,26 @@ def test_compressed_dumps_give_the_same_links_and_reruns_resume(tmp_path):
         clean(WebTextCleanConfig(input=[tmp_path / "b"], out=tmp_path / "a", workers=1))
 
 
+def test_zst_dumps_with_a_2_gib_window_are_read(tmp_path):
+    """The newer Pushshift dumps are compressed with --long=31: zstandard's default reader refuses them."""
+    import io
+
+    import zstandard
+
+    raw = lzma.open(DUMPS / "RS_v2_2005-07.xz").read()
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=31, enable_ldm=True)
+    buf = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(buf, closefd=False) as w:
+        w.write(raw)
+    (tmp_path / "RS_v2_2005-07.zst").write_bytes(buf.getvalue())
+    assert zstandard.get_frame_parameters(buf.getvalue()).window_size == 2**31
+    with pytest.raises(zstandard.ZstdError, match="too much memory"):
+        zstandard.ZstdDecompressor().stream_reader(io.BytesIO(buf.getvalue())).read()
+    links(cfg([tmp_path / "RS_v2_2005-07.zst"], tmp_path / "a"))
+    links(cfg([DUMPS / "RS_v2_2005-07.xz"], tmp_path / "b"))
+    assert kept(tmp_path / "a") == kept(tmp_path / "b")
+
+
 def test_links_command_line(cli, tmp_path):
     r = cli("webtext", "links", "--input", str(DUMPS), "--out", str(tmp_path / "l"), "--shards", "2", "--min-karma", "5")
     assert r.returncode == 0, r.stderr
