@@ -104,7 +104,11 @@ def signatures(task: tuple[int, Path], out_dir: Path, settings) -> Path:
         exact.append(exact_key(words))
         bands.append(band_keys(minhash(words, settings.ngram, settings.bands * settings.rows, settings.seed), settings.bands, settings.rows) if settings.near else [])
     tmp = target.with_name(target.name + ".tmp.npz")
-    np.savez(tmp, urls=np.array(urls, dtype=str), karma=np.array(karma, dtype=np.int64), exact=np.array(exact, dtype=np.uint64),
+    # URLs as UTF-8 bytes and offsets: a NumPy string array would pad every URL to the longest, in UTF-32
+    encoded = [u.encode("utf-8", "surrogatepass") for u in urls]
+    offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
+    np.savez(tmp, url_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8), url_offsets=offsets,
+             karma=np.array(karma, dtype=np.int64), exact=np.array(exact, dtype=np.uint64),
              bands=np.array(bands, dtype=np.uint64).reshape(len(urls), settings.bands if settings.near else 0))
     tmp.replace(target)
     return target
@@ -112,7 +116,10 @@ def signatures(task: tuple[int, Path], out_dir: Path, settings) -> Path:
 
 def _load(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        sig = {k: z[k] for k in z.files}
+    raw, offsets = sig.pop("url_bytes").tobytes(), sig.pop("url_offsets")
+    sig["urls"] = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return sig
 
 
 # ----------------------------------------------------------------------------
@@ -168,7 +175,7 @@ def choose_drops(edges: list, sigs: list[dict]) -> dict[tuple[int, int], str]:
         groups.setdefault(find(doc), []).append(doc)
     drops = {}
     for members in groups.values():
-        keep = max(members, key=lambda d: (int(sigs[d[0]]["karma"][d[1]]), _neg(str(sigs[d[0]]["urls"][d[1]]))))
+        keep = max(members, key=lambda d: (int(sigs[d[0]]["karma"][d[1]]), _neg(sigs[d[0]]["urls"][d[1]])))
         kept_exact = sigs[keep[0]]["exact"][keep[1]]
         for d in members:
             if d != keep:
