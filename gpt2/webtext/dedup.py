@@ -114,9 +114,9 @@ def signatures(task: tuple[int, Path], out_dir: Path, settings) -> Path:
     return target
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path, bands: bool = True) -> dict:
     with np.load(path, allow_pickle=False) as z:
-        sig = {k: z[k] for k in z.files}
+        sig = {k: z[k] for k in z.files if bands or k != "bands"}
     raw, offsets = sig.pop("url_bytes").tobytes(), sig.pop("url_offsets")
     sig["urls"] = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
     return sig
@@ -221,7 +221,7 @@ def dedup(cfg, engine=None) -> dict:
             for part in engine.shuffle(list(enumerate(sig_paths)), partial(_key_records, partitions=partitions, exact=cfg.exact),
                                        partitions, _pairs, desc="duplicate keys"):
                 edges += part
-        sigs = [_load(p) for p in sig_paths]
+        sigs = [_load(p, bands=False) for p in sig_paths]  # the band keys stay on disk: only the shuffle reads them
         drops = choose_drops(edges, sigs)
         per_shard = [[doc for (s, doc) in drops if s == i] for i in range(len(shards))]
         kept = engine.map(partial(write_unique, out_dir=out.path, compress=cfg.compress), list(zip(shards, per_shard)), desc="writing")
