@@ -112,3 +112,16 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(server, tmp_path):
     assert all(pages[u] == PAGES[int(u.rsplit("/", 1)[1])][1] for u in urls)
     refetched = {p for p in server.hits if server.hits[p] > hits_before.get(p, 0)}
     assert not {u.removeprefix(server.base) for u in done_before} & refetched  # finished pages were not fetched again
+
+
+def test_a_shard_finished_but_for_its_statistics_is_completed_without_fetching(server, tmp_path):
+    urls = [f"{server.base}/page/{i}" for i in range(70, 75)]
+    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+    cfg = WebTextFetchConfig(links=[tmp_path / "urls.txt"], out=tmp_path / "out", **fast())
+    fetch(cfg)
+    before = warc_pages(tmp_path / "out")
+    (tmp_path / "out" / "fetch-urls.stats.json").unlink()  # as if killed between the WARC's rename and the statistics
+    hits = sum(server.hits.get(f"/page/{i}", 0) for i in range(70, 75))
+    stats = fetch(cfg)
+    assert stats["pages"] == 5 and warc_pages(tmp_path / "out") == before
+    assert sum(server.hits.get(f"/page/{i}", 0) for i in range(70, 75)) == hits

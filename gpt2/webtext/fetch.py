@@ -339,6 +339,8 @@ class _ShardWriter:
                 end = entry["end"]
             with open(self.log_path, "wb") as f:
                 f.write(b"".join(line + b"\n" for line in good))
+        if not self.part.exists() and self.final.exists():  # killed after the rename, before the statistics
+            os.replace(self.final, self.part)
         if not self.part.exists() and end:
             raise GPT2Error(f"{self.log_path} lists fetched pages but {self.part} is gone; delete the log to fetch the shard again")
         with open(self.part, "ab") as f:
