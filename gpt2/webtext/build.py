@@ -4,7 +4,8 @@ GPT-2 paper, section 2.1 end to end: Reddit dumps -> links -> pages -> main
 text -> cleaned -> de-duplicated documents, then `gpt2 prepare` (through its
 documents stage, gpt2/data/documents.py) turns them into token shards with 5%
 held out by a keyed hash of each document's URL (section 3: the held-out
-split of WebText), so a page is in one split however often it is rebuilt.
+split of WebText): a page's split depends on its URL, not on its text or the
+order of the shards, so rebuilding from the same dumps gives the same split.
 
 OUT holds one folder per stage (links/, fetch/, extract/, clean/, dedup/), then
 tokens/ (the dataset `gpt2 train` reads) and report.md with report.json,
