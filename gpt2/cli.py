@@ -47,6 +47,14 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
                  "gpt2.finetune.run:finetune", C.FinetuneConfig),
     "finetune predict": ("label new examples with a fine-tuned model", "gpt2.finetune.run:predict", C.FinetunePredictConfig),
 
+    # ---- WebText corpus building
+    "webtext links": ("Reddit submission dumps -> links with at least 3 karma", "gpt2.webtext.links:links", C.WebTextLinksConfig),
+    "webtext fetch": ("download the linked pages into WARC files, politely and resumably", "gpt2.webtext.fetch:fetch", C.WebTextFetchConfig),
+    "webtext extract": ("WARC files -> documents: the main text of each page", "gpt2.webtext.extract:extract", C.WebTextExtractConfig),
+    "webtext clean": ("keep English documents that pass the length and quality rules", "gpt2.webtext.clean:clean", C.WebTextCleanConfig),
+    "webtext dedup": ("drop exact and near-duplicate documents (MinHash LSH)", "gpt2.webtext.dedup:dedup", C.WebTextDedupConfig),
+    "webtext build": ("every stage in order, then token shards and a report", "gpt2.webtext.build:build", C.WebTextBuildConfig),
+
     # ---- evaluation
     "eval": ("the paper's zero-shot evaluations on one model (Table 3 and more)", "gpt2.evaluate.run:eval_command", C.EvalConfig),
     "report": ("Table 3 and Figure-1/4 style plots from several `gpt2 eval` runs", "gpt2.evaluate.report:report_command", C.ReportConfig),
@@ -65,6 +73,7 @@ COMMANDS: dict[str, tuple[str, str, type]] = {
 GROUPS = {
     "tokenizer": "byte-level BPE: train, encode, decode",
     "overlap": "the paper's n-gram overlap study (section 4): Bloom filters, Table 6, decontamination",
+    "webtext": "build the WebText corpus (GPT-2 paper section 2.1): links, fetch, extract, clean, dedup, build",
 }
 
 log = logging.getLogger("gpt2")

@@ -19,6 +19,7 @@ import torch
 from conftest import GPT2_BPE, SHARED, read_text
 from gpt2.config import PrepareConfig
 from gpt2.data import prepare as prep_mod
+from gpt2.data.documents import Document
 from gpt2.data.loader import TrainBatches, eval_batches, eval_windows
 from gpt2.data.prepare import list_inputs, prepare, split_documents
 from gpt2.data.shards import HEADER_BYTES, TokenDataset, TokenStream, read_shard, shard_tokens, write_shard
@@ -326,6 +327,50 @@ def test_duplicate_documents_land_in_the_same_split(tmp_path):
     assert len(val) + len(train) == 300
     assert not set(val) & set(train)
     assert 30 <= len(val) <= 31  # 30, or 31 if the two copies of one document straddle the threshold
+
+
+def key_of(text: str, seed: int = 1337) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8, key=seed.to_bytes(8, "little")).digest(), "little")
+
+
+def test_documents_with_ids_are_held_out_by_the_hash_of_their_id(tmp_path, tiktoken_gpt2):
+    """A document source with ids (WebText: URLs) is split by the keyed hash of the id, not of the text."""
+    rows = [{"url": f"https://example.org/{i}", "text": f"page {i % 50} says hello\n"} for i in range(200)]  # texts repeat
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = PrepareConfig(input=[tmp_path / "d.jsonl"], out=tmp_path / "ds", tokenizer=str(GPT2_BPE), id_field="url", shard_tokens=1024)
+    manifest = prepare(cfg)
+    held = sorted(range(200), key=lambda i: key_of(rows[i]["url"]))[:10]
+    assert manifest["documents"]["held_out"] == 10
+    expected = []
+    for i in sorted(held):
+        expected += [EOT] + tiktoken_gpt2.encode_ordinary(rows[i]["text"])
+    assert stream_tokens(tmp_path / "ds", "val").tolist() == expected
+    assert manifest["settings"]["id_field"] == "url"
+
+    # an in-memory source gives the same dataset as the file it was read from
+    class InMemory:
+        def __init__(self, docs):
+            self.docs = docs
+
+        def __iter__(self):
+            return (Document(r["text"], r["url"]) for r in self.docs)
+
+        def inputs(self):
+            return [{"path": "memory", "bytes": 0, "sha256": hashlib.sha256(json.dumps(self.docs).encode()).hexdigest()}]
+
+        def settings(self):
+            return {"text_documents": "file", "jsonl_field": "text", "id_field": "url"}
+
+    again = prepare(PrepareConfig(input=[tmp_path / "d.jsonl"], out=tmp_path / "ds2", tokenizer=str(GPT2_BPE), shard_tokens=1024), InMemory(rows))
+    assert again["splits"] == manifest["splits"]
+    with pytest.raises(GPT2Error, match=r"line 1: no 'id' string"):
+        prepare(PrepareConfig(input=[tmp_path / "d.jsonl"], out=tmp_path / "ds3", tokenizer=str(GPT2_BPE), id_field="id"))
+
+
+def test_datasets_without_ids_keep_their_settings_and_fingerprint(corpus, tmp_path):
+    root, _, _ = corpus
+    manifest = prepare(make_cfg([root / "wiki.jsonl"], tmp_path / "ds", shard_tokens=4096))
+    assert set(manifest["settings"]) == {"val_fraction", "seed", "text_documents", "jsonl_field", "shard_tokens"}
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,18 @@
-"""`gpt2 prepare`: text files -> documents -> token ids -> uint16 shards, with a held-out split.
+"""`gpt2 prepare`: documents -> token ids -> uint16 shards, with a held-out split.
 
-Documents: each line of a .jsonl file (its `text` field) is a document; a text
-file is one document, or one per paragraph or per line (--text-documents).
-Each document is encoded on its own (on every core) and preceded by
-<|endoftext|>, GPT-2's separator, then appended to its split (see shards.py).
+Documents come from a document source (documents.py): by default the input
+files, where each line of a .jsonl file (its `text` field) is a document and a
+text file is one document, or one per paragraph or per line (--text-documents);
+the WebText builder (gpt2/webtext/build.py) hands over its own. Each document
+is encoded on its own (on every core) and preceded by <|endoftext|>, GPT-2's
+separator, then appended to its split (see shards.py).
 
 The held-out split (GPT-2 paper section 3: 5% of WebText) is chosen by a keyed
-hash of each document's text: the round(val_fraction * N) documents with the
-smallest hashes. The fraction is exact, it does not depend on the order of
-the inputs, and copies of one document always land in the same split, so no
-held-out text is also trained on verbatim.
+hash of each document's id if it has one (WebText: its URL), else of its text:
+the round(val_fraction * N) documents with the smallest hashes. The fraction
+is exact, it does not depend on the order of the inputs, and copies of one
+document always land in the same split, so no held-out text is also trained
+on verbatim.
 
 Re-running is cheap and safe. The output is identified by a fingerprint of
 the inputs' contents (sha256), the tokenizer and the settings: the same command
@@ -23,14 +26,12 @@ truncated is encoded again from that point on; --force rebuilds everything
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import re
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,121 +49,19 @@ from gpt2.data.shards import (
     write_manifest,
     write_shard,
 )
+from gpt2.data.documents import Documents, FileDocuments, iter_documents, list_inputs  # noqa: F401 (the last two: part of this module's API)
 from gpt2.errors import GPT2Error
-from gpt2.textfile import open_text
 from gpt2.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = (".txt", ".text", ".md")
-JSONL_SUFFIXES = (".jsonl",)
 BATCH_CHARS = 1 << 22  # text handed to the encoder at once: large enough to keep every core busy
-
-
-# ----------------------------------------------------------------------------
-# inputs and documents
-
-
-def _kind(path: Path) -> str | None:
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(TEXT_SUFFIXES):
-        return "text"
-    return None
-
-
-def list_inputs(paths: list[Path]) -> list[Path]:
-    """The input files in order: files as given, directories expanded (sorted, recursively, hidden files skipped)."""
-    files: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            found = sorted(
-                f
-                for f in path.rglob("*")
-                if f.is_file() and _kind(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            )
-            if not found:
-                raise GPT2Error(f"directory {path} holds no .txt, .text, .md or .jsonl files (optionally .gz)")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise GPT2Error(f"input {path} does not exist")
-    unique: dict[Path, Path] = {}
-    for f in files:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
-
-
-def iter_documents(path: Path, text_documents: str = "file", jsonl_field: str = "text") -> Iterator[str]:
-    """The non-empty documents of one input file."""
-    try:
-        with open_text(path) as f:
-            if _kind(path) == "jsonl":
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise GPT2Error(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-                    if not isinstance(obj, dict) or jsonl_field not in obj:
-                        raise GPT2Error(f"{path}, line {n}: no '{jsonl_field}' field (name the text field with --jsonl-field)")
-                    text = obj[jsonl_field]
-                    if not isinstance(text, str):
-                        raise GPT2Error(f"{path}, line {n}: '{jsonl_field}' is {type(text).__name__}, not a string")
-                    if text.strip():
-                        yield text
-            elif text_documents == "file":
-                text = f.read()
-                if text.strip():
-                    yield text
-            elif text_documents == "line":
-                for line in f:
-                    if line.strip():
-                        yield line
-            else:  # paragraphs: runs of non-blank lines
-                lines: list[str] = []
-                for line in f:
-                    if line.strip():
-                        lines.append(line)
-                    elif lines:
-                        yield "".join(lines)
-                        lines = []
-                if lines:
-                    yield "".join(lines)
-    except UnicodeDecodeError:
-        raise GPT2Error(f"{path} is not UTF-8 text; convert it first (e.g. iconv -t UTF-8)") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise GPT2Error(f"{path} is not a complete gzip file ({e})") from None
-
-
-def _documents(path: Path, cfg, removed=None) -> Iterator[str]:
-    """The documents of one input file, with the text of the --decontaminate evaluation sets cut out (GPT-3's
-    13-gram rule, gpt2/overlap/decontaminate.py); `removed` counts what was cut."""
-    documents = iter_documents(path, cfg.text_documents, cfg.jsonl_field)
-    if not cfg.decontaminate:
-        return documents
-    from gpt2.overlap.decontaminate import for_prepare
-
-    return for_prepare(cfg)(documents, removed)
 
 
 def _doc_key(text: str, seed: int) -> int:
     """A keyed 64-bit hash of a document: its place in the held-out draw."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.to_bytes(8, "little", signed=True))
     return int.from_bytes(digest.digest(), "little")
-
-
-def _sha256(path: Path, bar: tqdm) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-            bar.update(len(block))
-    return h.hexdigest()
 
 
 def _fingerprint(identity: dict) -> str:
@@ -219,29 +118,34 @@ class _Split:
         return np.concatenate(out), nxt
 
 
-def prepare(cfg) -> dict:
-    """`gpt2 prepare`: returns the manifest of the finished dataset."""
+def _default_documents(cfg) -> Documents:
+    """The files of cfg.input, with the text of the --decontaminate evaluation sets cut out if asked
+    (GPT-3's 13-gram rule, gpt2/overlap/decontaminate.py)."""
+    documents = FileDocuments.from_config(cfg)
+    if getattr(cfg, "decontaminate", None):
+        from gpt2.overlap.decontaminate import Decontaminated
+
+        documents = Decontaminated(documents, cfg)
+    return documents
+
+
+def prepare(cfg, documents: Documents | None = None) -> dict:
+    """`gpt2 prepare`: returns the manifest of the finished dataset.
+
+    `documents` is where the text comes from (gpt2/data/documents.py); by default the files of `cfg.input`.
+    """
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    files = list_inputs(cfg.input)
+    if documents is None:
+        documents = _default_documents(cfg)
     tok = load_tokenizer(cfg.tokenizer)
     if tok.eot_token is None:
         raise GPT2Error(f"tokenizer {cfg.tokenizer} has no <|endoftext|> token to separate documents")
     if tok.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
         raise GPT2Error(f"tokenizer {cfg.tokenizer} has {tok.n_vocab:,} tokens; uint16 shards hold ids below 65,536")
 
-    total_bytes = sum(f.stat().st_size for f in files)
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="checksums", file=sys.stderr, disable=None) as bar:
-        inputs = [{"path": str(f), "bytes": f.stat().st_size, "sha256": _sha256(f, bar)} for f in files]
-    settings = {
-        "val_fraction": cfg.val_fraction,
-        "seed": cfg.seed,
-        "text_documents": cfg.text_documents,
-        "jsonl_field": cfg.jsonl_field,
-        "shard_tokens": cfg.shard_tokens,
-    }
-    if cfg.decontaminate:  # only then, so that the fingerprints of other datasets stay as they were
-        settings["decontaminate"] = {"tasks": cfg.decontaminate, "n": cfg.decontaminate_n}
+    inputs = documents.inputs()
+    settings = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, **documents.settings(), "shard_tokens": cfg.shard_tokens}
     identity = {
         "inputs": [[i["sha256"], i["bytes"]] for i in inputs],
         "tokenizer": tok.fingerprint(),
@@ -275,7 +179,7 @@ def prepare(cfg) -> dict:
             return old
 
     # read everything once before writing (or deleting) anything: bad input fails here and leaves no trace
-    documents = old["documents"] if old is not None and not replace else _draw_held_out(files, cfg)
+    drawn = old["documents"] if old is not None and not replace else _draw_held_out(documents, cfg)
     if replace:
         _remove_dataset(out)
         old = None
@@ -293,7 +197,7 @@ def prepare(cfg) -> dict:
         "inputs": inputs,
         "settings": settings,
         "tokenizer": {"dir": "tokenizer", "n_vocab": tok.n_vocab, "eot_token": tok.eot_token, "source": str(cfg.tokenizer)},
-        "documents": documents,
+        "documents": drawn,
         "splits": {},
     }
 
@@ -311,7 +215,7 @@ def prepare(cfg) -> dict:
         write_manifest(out, manifest)
 
     save()
-    threshold = documents["threshold"]
+    threshold = drawn["threshold"]
     eot = tok.eot_token
     batch: list[tuple[int, _Split, str, int]] = []
     chars = 0
@@ -339,46 +243,44 @@ def prepare(cfg) -> dict:
         split.shards.append({"file": name, "tokens": int(len(tokens)), "next": nxt})
         save()
 
-    removed = None
-    if cfg.decontaminate:
-        from gpt2.overlap.decontaminate import Removed
-
-        removed = Removed()
-    with tqdm(total=documents["total"], unit="doc", desc="encoding", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=drawn["total"], unit="doc", desc="encoding", file=sys.stderr, disable=None) as bar:
         doc = -1
-        for path in files:
-            for text in _documents(path, cfg, removed):
-                doc += 1
-                split = splits["val" if threshold is not None and _doc_key(text, cfg.seed) <= int(threshold) else "train"]
-                split.documents += 1
-                split.bytes += len(text.encode("utf-8", "surrogatepass"))
-                first, offset = split.resume
-                if doc >= first:
-                    batch.append((doc, split, text, offset if doc == first else 0))
-                    chars += len(text)
-                    if chars >= BATCH_CHARS:
-                        flush()
-                bar.update(1)
+        for doc, (text, doc_id) in enumerate(documents):
+            split = splits["val" if _held_out(text, doc_id, threshold, cfg.seed) else "train"]
+            split.documents += 1
+            split.bytes += len(text.encode("utf-8", "surrogatepass"))
+            first, offset = split.resume
+            if doc >= first:
+                batch.append((doc, split, text, offset if doc == first else 0))
+                chars += len(text)
+                if chars >= BATCH_CHARS:
+                    flush()
+            bar.update(1)
         flush()
         last_doc = doc
-    if last_doc + 1 != documents["total"]:
-        raise GPT2Error(f"the inputs changed while they were read ({documents['total']:,} documents before, {last_doc + 1:,} now)")
+    if last_doc + 1 != drawn["total"]:
+        raise GPT2Error(f"the inputs changed while they were read ({drawn['total']:,} documents before, {last_doc + 1:,} now)")
     for split in splits.values():
         if split.buffered:
             _write(split, split.cut(split.buffered, last_doc))
     save(complete=True)
-    if removed is not None:
-        log.info("decontamination (%s, %d-grams): %s", ",".join(cfg.decontaminate), cfg.decontaminate_n, removed.summary())
+    if getattr(documents, "removed", None) is not None:
+        log.info("decontamination (%s, %d-grams): %s", ",".join(cfg.decontaminate), cfg.decontaminate_n, documents.removed.summary())
     log.info("prepared %s: %s in %.1f s", out, _summary(manifest), time.perf_counter() - t0)
     return manifest
 
 
-def _draw_held_out(files: list[Path], cfg) -> dict:
-    """Count the documents and choose the held-out ones: the k smallest keyed hashes."""
+def _held_out(text: str, doc_id: str | None, threshold: str | None, seed: int) -> bool:
+    """Whether a document belongs to the held-out split: its id's (else its text's) keyed hash is at most the threshold."""
+    return threshold is not None and _doc_key(text if doc_id is None else doc_id, seed) <= int(threshold)
+
+
+def _draw_held_out(documents: Documents, cfg) -> dict:
+    """Count the documents and choose the held-out ones: the k smallest keyed hashes (of the ids, else the texts)."""
     keys = []
-    with tqdm(total=len(files), unit="file", desc="reading", file=sys.stderr, disable=None) as bar:
-        for path in files:
-            keys += [_doc_key(text, cfg.seed) for text in _documents(path, cfg)]
+    with tqdm(unit="doc", desc="reading", file=sys.stderr, disable=None) as bar:
+        for text, doc_id in documents:
+            keys.append(_doc_key(text if doc_id is None else doc_id, cfg.seed))
             bar.update(1)
     n = len(keys)
     if n == 0:
@@ -395,16 +297,15 @@ def _draw_held_out(files: list[Path], cfg) -> dict:
     return {"total": n, "held_out": k, "threshold": threshold}
 
 
-def split_documents(cfg, split: str) -> Iterator[str]:
-    """The documents that `prepare(cfg)` puts in `split` ('train' or 'val'), e.g. to learn a tokenizer
+def split_documents(cfg, split: str, documents: Documents | None = None) -> Iterator[str]:
+    """The documents that `prepare(cfg, documents)` puts in `split` ('train' or 'val'), e.g. to learn a tokenizer
     from the training documents alone."""
-    files = list_inputs(cfg.input)
-    threshold = _draw_held_out(files, cfg)["threshold"]
-    for path in files:
-        for text in _documents(path, cfg):
-            held_out = threshold is not None and _doc_key(text, cfg.seed) <= int(threshold)
-            if held_out == (split == "val"):
-                yield text
+    if documents is None:
+        documents = _default_documents(cfg)
+    threshold = _draw_held_out(documents, cfg)["threshold"]
+    for text, doc_id in documents:
+        if _held_out(text, doc_id, threshold, cfg.seed) == (split == "val"):
+            yield text
 
 
 SHARD_NAME = re.compile(r"(train|val)_\d{6}\.bin")  # the only names _Split gives its shards

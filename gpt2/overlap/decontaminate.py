@@ -255,6 +255,33 @@ def decontaminate_command(cfg) -> dict:
     return stats
 
 
+class Decontaminated:
+    """A document source (gpt2/data/documents.py) with the evaluation sets' text cut out: what `gpt2 prepare
+    --decontaminate TASKS` encodes. Each kept piece is a document of its own, with its document's id (so the
+    pieces of one web page stay in one split); `removed` counts the last pass over the source."""
+
+    def __init__(self, source, cfg):
+        self.source = source
+        self.tasks, self.n = list(cfg.decontaminate), cfg.decontaminate_n
+        self.clean = for_prepare(cfg)
+        self.removed = Removed()
+
+    def __iter__(self):
+        from gpt2.data.documents import Document
+
+        self.removed = Removed()
+        for doc in self.source:
+            for piece in self.clean([doc.text], self.removed):
+                yield Document(piece, doc.id)
+
+    def inputs(self) -> list[dict]:
+        return self.source.inputs()
+
+    def settings(self) -> dict:
+        # recorded only when decontaminating, so that the fingerprints of other datasets stay as they were
+        return {**self.source.settings(), "decontaminate": {"tasks": self.tasks, "n": self.n}}
+
+
 def for_prepare(cfg):
     """The decontamination `gpt2 prepare --decontaminate` applies to each input file's documents: a function
     documents -> kept pieces, and the counts of one pass over the inputs."""

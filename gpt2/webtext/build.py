@@ -1,0 +1,243 @@
+"""`gpt2 webtext build`: every WebText stage in order, then token shards and a report.
+
+GPT-2 paper, section 2.1 end to end: Reddit dumps -> links -> pages -> main
+text -> cleaned -> de-duplicated documents, then `gpt2 prepare` (through its
+documents stage, gpt2/data/documents.py) turns them into token shards with 5%
+held out by a keyed hash of each document's URL (section 3: the held-out
+split of WebText): a page's split depends on its URL, not on its text or the
+order of the shards, so rebuilding from the same dumps gives the same split.
+
+OUT holds one folder per stage (links/, fetch/, extract/, clean/, dedup/), then
+tokens/ (the dataset `gpt2 train` reads) and report.md with report.json,
+languages.png and lengths.png. Each stage resumes by itself (per shard), and a
+stage whose stats.json exists is finished and skipped, so the same command
+continues an interrupted build.
+
+The stages are the list STAGES: a stage reads the folder of the one before and
+writes its own. Another stage (say, removing the documents that overlap
+evaluation sets) is one more `Stage` in that list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from gpt2 import config as C
+from gpt2.data.documents import Document
+from gpt2.errors import GPT2Error
+from gpt2.webtext.engine import make_engine
+from gpt2.webtext.shards import STATS, list_shards, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _engine(cfg: C.WebTextBuildConfig) -> dict:
+    return {"engine": cfg.engine, "workers": cfg.workers, "scheduler": cfg.scheduler}
+
+
+def _fields(section: object) -> dict:
+    return {k: getattr(section, k) for k in section.__dataclass_fields__}
+
+
+def _links(cfg: C.WebTextBuildConfig, previous: Path | None, out: Path, engine) -> dict:
+    from gpt2.webtext.links import links
+
+    return links(C.WebTextLinksConfig(input=cfg.input, out=out, **_fields(cfg.links), **_engine(cfg)), engine)
+
+
+def _fetch(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
+    from gpt2.webtext.fetch import fetch
+
+    return fetch(C.WebTextFetchConfig(links=[previous], out=out, **_fields(cfg.fetch), **_engine(cfg)), engine)
+
+
+def _extract(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
+    from gpt2.webtext.extract import extract
+
+    return extract(C.WebTextExtractConfig(warc=[previous], out=out, **_fields(cfg.extract), **_engine(cfg)), engine)
+
+
+def _clean(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
+    from gpt2.webtext.clean import clean
+
+    return clean(C.WebTextCleanConfig(input=[previous], out=out, **_fields(cfg.clean), **_engine(cfg)), engine)
+
+
+def _dedup(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
+    from gpt2.webtext.dedup import dedup
+
+    return dedup(C.WebTextDedupConfig(input=[previous], out=out, **_fields(cfg.dedup), **_engine(cfg)), engine)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # also its folder in OUT
+    # (config, the previous stage's folder, its folder, the shared engine) -> its statistics
+    run: Callable[[C.WebTextBuildConfig, Path | None, Path, object], dict]
+    label: str  # what it keeps, for the report
+    kept: str = "kept"  # the key of its stats that counts what it keeps
+    dropped: str = "dropped"  # the key of its stats that counts what it drops, by reason
+
+
+STAGES: list[Stage] = [
+    Stage("links", _links, "links with enough karma", kept="links"),
+    Stage("fetch", _fetch, "pages fetched", kept="pages", dropped="errors"),
+    Stage("extract", _extract, "documents extracted", kept="documents"),
+    Stage("clean", _clean, "documents cleaned"),
+    Stage("dedup", _dedup, "unique documents"),
+]
+DOC_SUFFIXES = (".jsonl", ".jsonl.zst")
+
+
+class WebTextDocuments:
+    """The final documents as `gpt2 prepare` reads them (gpt2.data.documents.Documents): text, with the URL as id."""
+
+    def __init__(self, folder: Path):
+        self.files = [p for p in list_shards([folder], DOC_SUFFIXES, "document shard") if p.name.startswith("docs-")]
+
+    def __iter__(self) -> Iterator[Document]:
+        for path in self.files:
+            for doc in read_jsonl(path):
+                if doc["text"].strip():
+                    yield Document(doc["text"], doc["url"])
+
+    def inputs(self) -> list[dict]:
+        return [{"path": str(p), "bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in self.files]
+
+    def settings(self) -> dict:
+        return {"text_documents": "file", "jsonl_field": "text", "id_field": "url"}
+
+
+def make_tokens(cfg: C.WebTextBuildConfig, documents: Path, out: Path) -> dict:
+    """The final documents -> token shards with the held-out split by URL (gpt2 prepare's function)."""
+    from gpt2.data.prepare import prepare
+
+    p = cfg.prepare
+    prep = C.PrepareConfig(input=[documents], out=out, tokenizer=p.tokenizer, val_fraction=p.val_fraction, seed=p.seed,
+                           shard_tokens=p.shard_tokens, id_field="url", workers=cfg.workers)
+    return prepare(prep, WebTextDocuments(documents))
+
+
+# ----------------------------------------------------------------------------
+# the report
+
+
+def _top_domains(folder: Path, n: int = 25) -> list[tuple[str, int]]:
+    domains: Counter = Counter()
+    for path in WebTextDocuments(folder).files:
+        for doc in read_jsonl(path):
+            domains[urlsplit(doc["url"]).hostname or ""] += 1
+    return domains.most_common(n)
+
+
+def _plots(out: Path, clean_stats: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    languages = list(clean_stats.get("languages", {}).items())[:20]
+    if languages:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.bar([k for k, _ in languages], [v for _, v in languages])
+        ax.set_ylabel("documents (before cleaning)")
+        ax.set_title("Languages of the extracted documents (py3langid)")
+        fig.tight_layout()
+        fig.savefig(out / "languages.png", dpi=100)
+        plt.close(fig)
+        made.append("languages.png")
+    lengths = clean_stats.get("log2_words", {})
+    if lengths:
+        bins = sorted(int(k) for k in lengths)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.bar([f"{2**b:,}" for b in bins], [lengths[str(b)] for b in bins])
+        ax.set_xlabel("words (at least)")
+        ax.set_ylabel("documents kept")
+        ax.set_title("Document lengths after cleaning")
+        fig.tight_layout()
+        fig.savefig(out / "lengths.png", dpi=100)
+        plt.close(fig)
+        made.append("lengths.png")
+    return made
+
+
+def write_report(out: Path, stats: dict[str, dict], manifest: dict, final: Path) -> dict:
+    """report.json and report.md: counts per stage, drops by reason, plots, top domains."""
+    links = stats["links"]
+    rows = [("Reddit submissions", links["submissions"], "")]
+    for stage in STAGES:
+        s = stats[stage.name]
+        dropped = dict(s[stage.dropped])
+        if stage.name == "links":
+            dropped[f"below {links['min_karma']} karma ({links['karma']})"] = links[f"below_{links['min_karma']}_karma"]
+        rows.append((f"{stage.name}: {stage.label}", s[stage.kept], ", ".join(f"{k} {v:,}" for k, v in dropped.items() if v)))
+    splits = manifest["splits"]
+    plots = _plots(out, stats.get("clean", {}))
+    domains = _top_domains(final)
+    report = {"stages": stats, "tokens": {s: {k: splits[s][k] for k in ("documents", "tokens", "bytes")} for s in splits},
+              "top_domains": domains, "plots": plots}
+    write_json(out / "report.json", report)
+    lines = ["# WebText build report", "", "| stage | kept | dropped, by reason |", "|---|---:|---|"]
+    lines += [f"| {name} | {n:,} | {why or '-'} |" for name, n, why in rows]
+    lines += ["", "| split | documents | tokens | bytes |", "|---|---:|---:|---:|"]
+    lines += [f"| {s} | {splits[s]['documents']:,} | {splits[s]['tokens']:,} | {splits[s]['bytes']:,} |" for s in splits]
+    lines += ["", "## Top domains", "", "| domain | documents |", "|---|---:|"] + [f"| {d} | {n:,} |" for d, n in domains]
+    lines += [""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "Seconds per stage: " + ", ".join(f"{k} {v.get('seconds', 0):.1f}" for k, v in stats.items()), ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
+# ----------------------------------------------------------------------------
+# the command
+
+
+def build(cfg: C.WebTextBuildConfig) -> dict:
+    """`gpt2 webtext build`: returns the report it writes to OUT/report.json."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise GPT2Error(f"--out {out} is a file; give a folder")
+    known = {s.name for s in STAGES} | {"tokens", "report.md", "report.json", "languages.png", "lengths.png", "config.toml"}
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in known)
+        if foreign:
+            raise GPT2Error(f"--out {out} holds {foreign[0]}, which `gpt2 webtext build` did not write; give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(C.to_toml(cfg), encoding="utf-8")
+    stats: dict[str, dict] = {}
+    previous: Path | None = None
+    with tqdm(total=len(STAGES) + 1, unit="stage", desc="webtext", file=sys.stderr, disable=None) as bar, make_engine(cfg) as engine:
+        for stage in STAGES:
+            folder = out / stage.name
+            done = folder / STATS
+            if done.exists():
+                stats[stage.name] = json.loads(done.read_text(encoding="utf-8"))
+                log.info("%s: finished before, skipped", stage.name)
+            else:
+                bar.set_postfix_str(stage.name)
+                stats[stage.name] = stage.run(cfg, previous, folder, engine)
+            previous = folder
+            bar.update(1)
+        if stats[STAGES[-1].name].get("kept") == 0:
+            raise GPT2Error(f"no document is left after the {STAGES[-1].name} stage; see the stats.json of each stage in {out}")
+        bar.set_postfix_str("tokens")
+        manifest = make_tokens(cfg, previous, out / "tokens")
+        bar.update(1)
+    report = write_report(out, stats, manifest, previous)
+    log.info("webtext build: %s documents, %s training + %s held-out tokens in %s (%.0f s); report: %s",
+             f"{manifest['documents']['total']:,}", f"{manifest['splits']['train']['tokens']:,}", f"{manifest['splits']['val']['tokens']:,}",
+             out / "tokens", time.perf_counter() - t0, out / "report.md")
+    return report
