@@ -1074,6 +1074,20 @@ class WebTextPrepare:
 
 
 @dataclass(kw_only=True)
+class WebTextDecontaminate:
+    """Removing the evaluation sets' text from the final documents (GPT-3's 13-gram rule; gpt2 overlap decontaminate)."""
+
+    tasks: list[str] = opt([], "evaluation tasks or groups whose text is cut out, e.g. paper (empty: no such stage)")
+    n: int = opt(13, "words per n-gram of the rule (GPT-3: 13)")
+    data_dir: Path | None = opt(None, "folder of local copies of the evaluation datasets (as gpt2 eval --data-dir)")
+
+    def __post_init__(self) -> None:
+        self.tasks = [t for item in self.tasks for t in str(item).split(",") if t.strip()]
+        if self.n < 1:
+            raise ConfigError(f"decontaminate.n must be positive, got {self.n}")
+
+
+@dataclass(kw_only=True)
 class WebTextBuildConfig(WebTextEngine):
     """`gpt2 webtext build`: every stage in order (links, fetch, extract, clean, dedup, token shards), each resumable,
     then a report (counts per stage, drops by reason, language and length histograms, top domains)."""
@@ -1085,6 +1099,7 @@ class WebTextBuildConfig(WebTextEngine):
     extract: WebTextExtract = opt(factory=WebTextExtract)
     clean: WebTextClean = opt(factory=WebTextClean)
     dedup: WebTextDedup = opt(factory=WebTextDedup)
+    decontaminate: WebTextDecontaminate = opt(factory=WebTextDecontaminate)
     prepare: WebTextPrepare = opt(factory=WebTextPrepare)
 
     def __post_init__(self) -> None:

@@ -196,3 +196,30 @@ def test_kill_9_during_a_build_then_rerun_gives_the_same_corpus(tmp_path):
     a = {p.name: p.read_bytes() for p in sorted((whole / "tokens").glob("*.bin"))}
     b = {p.name: p.read_bytes() for p in sorted((out / "tokens").glob("*.bin"))}
     assert a == b
+
+
+def test_the_decontamination_stage_cuts_evaluation_text_out(tmp_path):
+    """With decontaminate.tasks, a stage after dedup applies GPT-3's 13-gram rule: a page that quotes a LAMBADA
+    passage loses it (and 200 characters either side), keeps its URL and other fields; a clean page is untouched."""
+    from gpt2.webtext.build import DECONTAMINATE, _decontaminate, stages
+    from gpt2.webtext.engine import make_engine
+    from gpt2.webtext.shards import write_jsonl
+
+    passage = json.loads((SHARED / "lambada" / "lambada_test.jsonl").read_text(encoding="utf-8").splitlines()[7])["text"]
+    filler = " ".join(f"Sentence number {i} of an unrelated essay about gardening and rain." for i in range(40))
+    clean_doc = {"url": "http://a.example/1", "karma": 5, "title": "A", "text": filler}
+    quoting = {"url": "http://b.example/2", "karma": 9, "title": "B", "text": filler + " " + passage + " " + filler}
+    (tmp_path / "dedup").mkdir()
+    write_jsonl(tmp_path / "dedup" / "docs-00000.jsonl", [clean_doc, quoting])
+    cfg = settings(tmp_path / "wt", "http://127.0.0.1:9", workers=1,
+                   decontaminate={"tasks": ["lambada"], "data_dir": str(SHARED)})
+    assert [s.name for s in stages(cfg)] == ["links", "fetch", "extract", "clean", "dedup", "decontaminate"] and stages(cfg)[-1] is DECONTAMINATE
+    with make_engine(cfg) as engine:
+        stats = _decontaminate(cfg, tmp_path / "dedup", tmp_path / "wt" / "decontaminate", engine)
+    rows = list(read_jsonl(tmp_path / "wt" / "decontaminate" / "docs-00000.jsonl"))
+    assert rows[0] == clean_doc
+    pieces = [r for r in rows if r["url"] == quoting["url"]]
+    assert len(pieces) == 2 and all(r["karma"] == 9 and r["title"] == "B" for r in pieces)
+    assert all(passage[:200] not in r["text"] and passage[-200:] not in r["text"] for r in pieces)
+    assert stats["contaminated"] == 1 and stats["kept"] == 3 and stats["hits"] > 0
+    assert json.loads((tmp_path / "wt" / "decontaminate" / "stats.json").read_text())["kept"] == 3

@@ -282,6 +282,23 @@ class Decontaminated:
         return {**self.source.settings(), "decontaminate": {"tasks": self.tasks, "n": self.n}}
 
 
+def decontaminate_shard(item: tuple[Path, Path], tasks: tuple[str, ...], n: int, data_dir: Path | None) -> dict:
+    """A WebText stage on one shard of documents (`gpt2 webtext build` with decontaminate.tasks): each document's
+    kept pieces, written as documents with its other fields (its URL keeps them in one split); the counts."""
+    from gpt2.webtext.shards import read_jsonl, write_jsonl
+
+    shard, target = item
+    index, rule, removed = for_tasks(tuple(tasks), n, data_dir), Rule(n=n), Removed()
+
+    def rows():
+        for row in read_jsonl(shard):
+            for piece in decontaminate([row["text"]], index, rule, removed):
+                yield {**row, "text": piece}
+
+    write_jsonl(target, rows())
+    return asdict(removed)
+
+
 def for_prepare(cfg):
     """The decontamination `gpt2 prepare --decontaminate` applies to each input file's documents: a function
     documents -> kept pieces, and the counts of one pass over the inputs."""

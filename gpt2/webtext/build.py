@@ -80,6 +80,29 @@ def _dedup(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict
     return dedup(C.WebTextDedupConfig(input=[previous], out=out, **_fields(cfg.dedup), **_engine(cfg)), engine)
 
 
+def _decontaminate(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine) -> dict:
+    """GPT-3's 13-gram rule against the chosen evaluation sets (gpt2/overlap/decontaminate.py), shard by shard."""
+    from functools import partial
+
+    from gpt2.overlap.decontaminate import decontaminate_shard
+    from gpt2.webtext.shards import StageDir
+
+    d = cfg.decontaminate
+    folder = StageDir(out, "decontaminate", {"tasks": list(d.tasks), "n": d.n})
+    shards = list_shards([previous], DOC_SUFFIXES, "document shard")
+    todo = [(s, folder / s.name) for s in shards if not (folder / s.name).exists()]
+    counts = engine.map(partial(decontaminate_shard, tasks=tuple(d.tasks), n=d.n, data_dir=d.data_dir), todo, desc="decontaminate")
+    stats = {"tasks": list(d.tasks), "n": d.n, "shards": len(shards)}
+    for c in counts:
+        for key, value in c.items():
+            stats[key] = stats.get(key, 0) + value
+    stats["kept"] = sum(1 for s in shards for _ in read_jsonl(folder / s.name))
+    stats["dropped"] = {"documents cut into too many pieces": stats.get("dropped_documents", 0),
+                        "pieces too short": stats.get("dropped_pieces", 0)}
+    folder.write_stats(stats)
+    return stats
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str  # also its folder in OUT
@@ -98,6 +121,12 @@ STAGES: list[Stage] = [
     Stage("dedup", _dedup, "unique documents"),
 ]
 DOC_SUFFIXES = (".jsonl", ".jsonl.zst")
+DECONTAMINATE = Stage("decontaminate", _decontaminate, "documents without evaluation text")
+
+
+def stages(cfg: C.WebTextBuildConfig) -> list[Stage]:
+    """The stages of a build: STAGES, then decontamination if evaluation sets are named (decontaminate.tasks)."""
+    return STAGES + ([DECONTAMINATE] if cfg.decontaminate.tasks else [])
 
 
 class WebTextDocuments:
@@ -210,7 +239,7 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise GPT2Error(f"--out {out} is a file; give a folder")
-    known = {s.name for s in STAGES} | {"tokens", "report.md", "report.json", "languages.png", "lengths.png", "config.toml"}
+    known = {s.name for s in STAGES} | {DECONTAMINATE.name, "tokens", "report.md", "report.json", "languages.png", "lengths.png", "config.toml"}
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in known)
         if foreign:
@@ -219,8 +248,9 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
     (out / "config.toml").write_text(C.to_toml(cfg), encoding="utf-8")
     stats: dict[str, dict] = {}
     previous: Path | None = None
-    with tqdm(total=len(STAGES) + 1, unit="stage", desc="webtext", file=sys.stderr, disable=None) as bar, make_engine(cfg) as engine:
-        for stage in STAGES:
+    run = stages(cfg)
+    with tqdm(total=len(run) + 1, unit="stage", desc="webtext", file=sys.stderr, disable=None) as bar, make_engine(cfg) as engine:
+        for stage in run:
             folder = out / stage.name
             done = folder / STATS
             if done.exists():
@@ -231,8 +261,8 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
                 stats[stage.name] = stage.run(cfg, previous, folder, engine)
             previous = folder
             bar.update(1)
-        if stats[STAGES[-1].name].get("kept") == 0:
-            raise GPT2Error(f"no document is left after the {STAGES[-1].name} stage; see the stats.json of each stage in {out}")
+        if stats[run[-1].name].get("kept") == 0:
+            raise GPT2Error(f"no document is left after the {run[-1].name} stage; see the stats.json of each stage in {out}")
         bar.set_postfix_str("tokens")
         manifest = make_tokens(cfg, previous, out / "tokens")
         bar.update(1)
