@@ -19,9 +19,9 @@ our input transform, padded to the longest in the batch.
 
 Steps alternate between the two (the same machine load for both); the
 figure is the median step time after warm-up. Peak memory is each one's
-peak resident set in a process of its own (model, optimizer, activations),
-with glibc's default heap there (the timing process keeps freed memory for
-reuse, as `gpt2 finetune` does, which holds on to more).
+peak resident set in a process of its own (model, optimizer, activations).
+Both run with glibc's default heap, as `gpt2 finetune` does (batches of
+varying length would fragment a heap that keeps freed memory).
 
     python bench/bench_finetune.py [--steps 8] [--tasks sst2 story-cloze]
 """
@@ -42,7 +42,6 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from gpt2 import kernels  # noqa: E402
 from gpt2.finetune import heads  # noqa: E402
 from gpt2.finetune.tasks import TASKS, load_split  # noqa: E402
 from gpt2.finetune.transforms import SPECIAL_TOKENS, Transform, collate  # noqa: E402
@@ -136,14 +135,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtype = training_dtype("auto", torch.device("cpu"))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
-    if args.memory_of:  # glibc's default heap, which hands large blocks back: the peak is what was live
+    if args.memory_of:
 
         step = CONTENDERS[args.memory_of](args.tasks[0])
         for b in batches(args.tasks[0], args.steps):
             step(b, autocast)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         return
-    kernels.retain_freed_memory()  # what gpt2 finetune does on a CPU; process-wide, so both contenders have it
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}")
     results = {}
     for task in args.tasks:

@@ -205,6 +205,7 @@ class FineTuning(Job):
 
     command = "gpt2 finetune"
     unit = "examples"
+    steady_shapes = False  # batches are as long as their longest example
 
     def __init__(self, loop: Loop, saved: dict | None):
         cfg, d = loop.cfg, loop.d

@@ -69,6 +69,9 @@ class Job:
     dataset: str = ""
     eval_interval: int = 0
     """evaluate every this many steps (0: only at the end)"""
+    steady_shapes = True
+    """every step's tensors have the same shapes (token windows): on a CPU the heap then keeps freed memory for the
+    next step (kernels.retain_freed_memory). Batches of varying lengths (fine-tuning) would fragment such a heap."""
     checkpoint_interval: int = 0
     """save every this many steps (0: only at the end)"""
 
@@ -119,7 +122,6 @@ class Loop:
         if self.device.type == "cpu":
             self.threads = hardware.choose_threads(cfg.threads)
             torch.set_num_threads(self.threads)
-            kernels.retain_freed_memory()  # a step's large buffers are reused, not faulted in afresh each step
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
         self.dtype = hardware.training_dtype(cfg.dtype, self.device)
@@ -135,6 +137,8 @@ class Loop:
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every process
         self.job = job = make_job(self, saved)
+        if self.device.type == "cpu" and job.steady_shapes:
+            kernels.retain_freed_memory()  # a step's large buffers are reused, not faulted in afresh each step
         self.gpt = job.gpt
         self.config = job.gpt.config
         param_dtype = self.dtype if fsdp and self.device.type == "cuda" and self.dtype != torch.float32 else None
