@@ -44,7 +44,7 @@ def unescape(text: str) -> str:
 
 def read_prompts(cfg) -> list[str]:
     """--prompt, --prompt-file (.jsonl: one prompt per line) or stdin; [''] for unconditional samples."""
-    from gpt2.textfile import read_stdin, read_text
+    from gpt2.textfile import json_lines, read_stdin, read_text
 
     if cfg.prompt is not None:
         return [cfg.prompt]
@@ -57,13 +57,7 @@ def read_prompts(cfg) -> list[str]:
     if path.suffix != ".jsonl":
         return [text]
     prompts = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GPT2Error(f"{path} line {lineno} is not JSON ({e})") from None
+    for lineno, item in json_lines(path, text.splitlines()):
         if isinstance(item, dict):
             item = item.get("prompt")
         if not isinstance(item, str):
@@ -94,12 +88,9 @@ def _shown(tokenizer, tokens: list[int]) -> list[int]:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # left only if writing or renaming failed
+    from gpt2.atomic import write_atomic
+
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def sample_command(cfg) -> list[str]:

@@ -19,7 +19,9 @@ decodes the file as UTF-8 and changes nothing else:
 from __future__ import annotations
 
 import gzip
+import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -61,3 +63,15 @@ def open_text(path: Path | str) -> IO[str]:
     if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
+
+
+def json_lines(path: Path | str, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
+    """(line number, value) for each non-blank line of a JSON-lines file; a line that is not JSON is a one-line
+    error naming the file and the line."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GPT2Error(f"{path}, line {n}: not valid JSON ({e.msg})") from None

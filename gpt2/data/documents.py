@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import sys
 import zlib
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from typing import NamedTuple, Protocol
 from tqdm import tqdm
 
 from gpt2.errors import GPT2Error
-from gpt2.textfile import open_text
+from gpt2.textfile import json_lines, open_text
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSONL_SUFFIXES = (".jsonl",)
@@ -91,13 +90,7 @@ def list_inputs(paths: list[Path]) -> list[Path]:
 
 
 def _jsonl_documents(path: Path, lines, field: str, id_field: str | None) -> Iterator[Document]:
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GPT2Error(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+    for n, obj in json_lines(path, lines):
         if not isinstance(obj, dict) or field not in obj:
             raise GPT2Error(f"{path}, line {n}: no '{field}' field (name the text field with --jsonl-field)")
         text = obj[field]

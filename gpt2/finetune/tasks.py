@@ -19,7 +19,6 @@ Kinds, after GPT-1 section 3.3 and Figure 1:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Literal
 from gpt2.errors import GPT2Error
 from gpt2.evaluate import datasets as D
 from gpt2.evaluate.datasets import Source
+from gpt2.textfile import json_lines
 
 Kind = Literal["classification", "entailment", "similarity", "multiple_choice"]
 
@@ -98,15 +98,25 @@ def read_header_tsv(texts: tuple[str, ...], label: str | None, labels: tuple[str
     return read
 
 
-def read_cola(path: Path) -> list[Example]:
-    """CoLA's raw tsv, no header: source, label (0/1), original mark, sentence."""
-    out = []
-    for n, line in enumerate(_lines(path), 1):
-        parts = line.split("\t")
-        if len(parts) != 4:
-            raise GPT2Error(f"{path}:{n} is not a CoLA row (source, label 0/1, mark, sentence)")
-        out.append(Example((parts[3],), _label(parts[1], ("0", "1"), f"{path}:{n}")))
-    return out
+def read_plain_tsv(columns: tuple[str, ...], texts: tuple[int, ...], label: int, labels: tuple[str, ...]):
+    """A tsv without a header whose rows have these `columns`: the texts and the label at those indices."""
+
+    def read(path: Path) -> list[Example]:
+        out = []
+        for n, line in enumerate(_lines(path), 1):
+            parts = line.split("\t")
+            if len(parts) != len(columns):
+                raise GPT2Error(f"{path}:{n} is not a row of {len(columns)} columns ({', '.join(columns)})")
+            out.append(Example(tuple(parts[i] for i in texts), _label(parts[label], labels, f"{path}:{n}")))
+        return out
+
+    return read
+
+
+read_cola = read_plain_tsv(("source", "label 0/1", "mark", "sentence"), (3,), 1, ("0", "1"))
+"""CoLA's raw tsv, no header: source, label (0/1), original mark, sentence."""
+read_scitail = read_plain_tsv(("premise", "hypothesis", "label entails/neutral"), (0, 1), 2, ("entails", "neutral"))
+"""SciTail's tsv_format, no header: premise, hypothesis, label."""
 
 
 def read_msr_paraphrase(path: Path) -> list[Example]:
@@ -119,28 +129,14 @@ def read_snli(path: Path) -> list[Example]:
     agree) are not examples of the task; the published split sizes count them out too."""
     labels = ("entailment", "neutral", "contradiction")
     out = []
-    for n, line in enumerate(_lines(path), 1):
-        if not line.strip():
-            continue
+    for n, row in json_lines(path, _lines(path)):
         try:
-            row = json.loads(line)
             gold, first, second = row["gold_label"], row["sentence1"], row["sentence2"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise GPT2Error(f"{path}:{n} is not an SNLI line ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError) as e:
+            raise GPT2Error(f"{path}:{n} is not an SNLI line (no {e})") from None
         if gold == "-":
             continue
         out.append(Example((first, second), _label(gold, labels, f"{path}:{n}")))
-    return out
-
-
-def read_scitail(path: Path) -> list[Example]:
-    """SciTail's tsv_format: premise, hypothesis, label (entails / neutral), no header."""
-    out = []
-    for n, line in enumerate(_lines(path), 1):
-        parts = line.split("\t")
-        if len(parts) != 3:
-            raise GPT2Error(f"{path}:{n} is not a SciTail row (premise, hypothesis, label)")
-        out.append(Example((parts[0], parts[1]), _label(parts[2], ("entails", "neutral"), f"{path}:{n}")))
     return out
 
 
@@ -385,13 +381,7 @@ def read_predict_input(spec: TaskSpec, path: Path) -> list[Example]:
 def _read_jsonl(spec: TaskSpec, path: Path) -> list[Example]:
     fields = {"classification": ("text",), "entailment": ("text_a", "text_b"), "similarity": ("text_a", "text_b")}.get(spec.kind)
     out = []
-    for n, line in enumerate(_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GPT2Error(f"{path}:{n} is not JSON ({e})") from None
+    for n, row in json_lines(path, _lines(path)):
         if not isinstance(row, dict):
             raise GPT2Error(f"{path}:{n}: expected a JSON object")
         where = f"{path}:{n}"
