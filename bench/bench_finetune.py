@@ -117,9 +117,10 @@ def transformers_double_heads(task: str):
 CONTENDERS = {"ours": ours, "transformers": transformers_double_heads}
 
 
-def peak_memory(task: str, name: str, steps: int) -> float:
-    """GiB: the peak resident set of a process that builds `name` and runs `steps` steps."""
-    command = [sys.executable, __file__, "--memory-of", name, "--tasks", task, "--steps", str(steps)]
+def peak_memory(task: str, name: str, steps: int, threads: int) -> float:
+    """GiB: the peak resident set of a process that builds `name` and runs `steps` steps on `threads` threads
+    (the thread count matters: oneDNN keeps scratch memory for each batch shape and thread)."""
+    command = [sys.executable, __file__, "--memory-of", name, "--tasks", task, "--steps", str(steps), "--threads", str(threads)]
     r = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(r.stdout.strip().splitlines()[-1])
 
@@ -157,7 +158,7 @@ def main() -> None:
         del steps
         tokens = sum(b["ids"].numel() for b in data[2:]) / len(data[2:])
         median = {name: statistics.median(v) for name, v in times.items()}
-        memory = {name: peak_memory(task, name, 3) for name in CONTENDERS}
+        memory = {name: peak_memory(task, name, 3, torch.get_num_threads()) for name in CONTENDERS}
         n_seq = data[0]["ids"].shape[0]
         print(f"\n{task}: 32 examples per step ({n_seq} sequences, {tokens:,.0f} padded tokens on average)")
         for name in CONTENDERS:
