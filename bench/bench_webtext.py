@@ -24,7 +24,6 @@ Needs: pip install 'gpt2[webtext]' 'datatrove[processing]'.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
 import io
 import json
@@ -48,7 +47,6 @@ from gpt2 import config as C  # noqa: E402
 from gpt2.webtext.clean import clean  # noqa: E402
 from gpt2.webtext.dedup import dedup  # noqa: E402
 from gpt2.webtext.extract import decode_html, extract, extract_page  # noqa: E402
-from gpt2.webtext.shards import read_jsonl  # noqa: E402
 
 
 def machine() -> str:

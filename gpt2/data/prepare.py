@@ -51,7 +51,7 @@ from gpt2.data.shards import (
 )
 from gpt2.data.documents import Documents, FileDocuments, iter_documents, list_inputs  # noqa: F401 (the last two: part of this module's API)
 from gpt2.errors import GPT2Error
-from gpt2.tokenizer import Tokenizer, load_tokenizer
+from gpt2.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ import json
 import math
 import os
 import struct
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np

@@ -329,7 +329,7 @@ class Loop:
 
     def step(self) -> dict:
         """One optimizer step over a global batch; returns its training record."""
-        cfg, o = self.cfg, self.cfg.optim
+        o = self.cfg.optim
         lr = optim.lr_at(self.step_count, o.lr, self.warmup, self.job.max_steps, o.final_lr_fraction, getattr(o, "schedule", "cosine"))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
