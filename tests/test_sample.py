@@ -566,7 +566,7 @@ def test_greedy_on_the_gpu_equals_transformers(tmp_path, dtype):
         assert ours == out[:, P:].tolist()
 
 
-# ---- what a newcomer met (issue 19): escapes, the seed line, <|endoftext|> shown as a line break
+# ---- what a newcomer met: escapes, the seed line, <|endoftext|> shown as a line break
 
 
 def model_that_says(tmp_path, text: str):
