@@ -154,8 +154,21 @@ class Gpt1Tokenizer:
             rest = rest[at + len(name) :]
         return out
 
+    def encode_batch(self, texts: Sequence[str], **_) -> list[list[int]]:
+        return [self.encode_ordinary(t) for t in texts]
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The symbols joined, each word end a space: what a stream of ids spells, piece by piece."""
+        return "".join(self.decoder.get(i, UNK) for i in ids).replace(END, " ").encode("utf-8")
+
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
-        return "".join(self.decoder.get(i, UNK) for i in ids).replace(END, " ").strip()
+        return self.decode_bytes(ids).decode("utf-8", errors).strip()
+
+    def stream_decoder(self):
+        """A decoder for ids arriving one at a time (generation, streaming)."""
+        from gpt2.tokenizer import StreamDecoder
+
+        return StreamDecoder(self)
 
     def add_special_tokens(self, names: Sequence[str]) -> list[int]:
         """Special tokens after the vocabulary (fine-tuning's start, delimiter and extract tokens); existing ones keep their ids."""
@@ -186,6 +199,13 @@ class Gpt1Tokenizer:
         if self.special_tokens:
             (directory / "special_tokens.json").write_text(json.dumps(self.special_tokens), encoding="utf-8")
         return directory
+
+    def save_openai(self, directory: str | Path) -> None:
+        """GPT-1's files as transformers' OpenAIGPTTokenizer reads them: vocab.json (the added tokens included, as
+        for GPT-2's encoder.json) and merges.txt."""
+        directory = Path(directory)
+        (directory / "vocab.json").write_text(json.dumps({**self.encoder, **self.special_tokens}, ensure_ascii=False), encoding="utf-8")
+        (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merge_list), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> Gpt1Tokenizer:

@@ -57,7 +57,7 @@ def read_prompts(cfg) -> list[str]:
     if path.suffix != ".jsonl":
         return [text]
     prompts = []
-    for lineno, item in json_lines(path, text.splitlines()):
+    for lineno, item in json_lines(path, text.split("\n")):
         if isinstance(item, dict):
             item = item.get("prompt")
         if not isinstance(item, str):

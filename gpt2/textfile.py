@@ -67,8 +67,11 @@ def open_text(path: Path | str) -> IO[str]:
 
 def json_lines(path: Path | str, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
     """(line number, value) for each non-blank line of a JSON-lines file; a line that is not JSON is a one-line
-    error naming the file and the line."""
+    error naming the file and the line. `lines` split at line feeds only (JSON strings may hold U+2028); a
+    byte-order mark before the first line is skipped."""
     for n, line in enumerate(lines, 1):
+        if n == 1:
+            line = line.removeprefix("\ufeff")
         if not line.strip():
             continue
         try:

@@ -449,12 +449,17 @@ def export_hf(
         if tokenizer is not None:
             files = tmp / "tokenizer"
             files.mkdir()
-            tokenizer.save_openai(files)  # encoder.json + vocab.bpe are HF's vocab.json + merges.txt
-            os.replace(files / "encoder.json", tmp / "vocab.json")
-            os.replace(files / "vocab.bpe", tmp / "merges.txt")
+            tokenizer.save_openai(files)  # GPT-2: encoder.json + vocab.bpe are HF's vocab.json + merges.txt; GPT-1: those
+            for ours, theirs in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt"), ("vocab.json", "vocab.json"), ("merges.txt", "merges.txt")):
+                if (files / ours).exists():
+                    os.replace(files / ours, tmp / theirs)
             files.rmdir()
-            tok_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size,
-                          "add_prefix_space": False}
+            from gpt2.gpt1_tokenizer import Gpt1Tokenizer
+
+            gpt1 = isinstance(tokenizer, Gpt1Tokenizer)  # GPT-1's word-level BPE
+            tok_config = {"tokenizer_class": "OpenAIGPTTokenizer" if gpt1 else "GPT2Tokenizer", "model_max_length": config.block_size}
+            if not gpt1:
+                tok_config["add_prefix_space"] = False
             if ENDOFTEXT in tokenizer.special_tokens:
                 tok_config.update(bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT)
             others = [t for t in tokenizer.special_tokens if t != ENDOFTEXT]

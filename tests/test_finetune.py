@@ -50,7 +50,7 @@ def test_transforms_follow_gpt1_figure_1(tok):
     both = Transform(TASKS["stsb"], tok, 64).encode(Example(("A dog runs.", "A cat sleeps."), 2.5))
     assert both.sequences == [[s, *enc("A dog runs."), d, *enc("A cat sleeps."), e], [s, *enc("A cat sleeps."), d, *enc("A dog runs."), e]]
     choice = Transform(TASKS["race-m"], tok, 64).encode(Example(("The text.", "Who?"), 3, ("Ann", "Bob", "Cy", "Di")))
-    assert choice.sequences == [[s, *enc("The text."), *enc("Who?"), d, *enc(a), e] for a in ("Ann", "Bob", "Cy", "Di")]
+    assert choice.sequences == [[s, *enc("The text."), *enc("\nWho?"), d, *enc(a), e] for a in ("Ann", "Bob", "Cy", "Di")]
     # text that spells an added token stays text
     sneaky = Transform(TASKS["sst2"], tok, 64).encode(Example(("<|extract|>",), 0))
     assert sneaky.sequences[0].count(e) == 1 and sneaky.sequences[0][-1] == e

@@ -91,3 +91,38 @@ def test_gpt1_itself_is_fine_tuned(files, tmp_path):
     assert tok.special_tokens == {"<|start|>": vocab, "<|delim|>": vocab + 1, "<|extract|>": vocab + 2}
     (tmp_path / "in.jsonl").write_text('{"text": "a triumph"}\n')
     assert predict(FinetunePredictConfig(model=tmp_path / "run", input=tmp_path / "in.jsonl", output=tmp_path / "out.jsonl"))[0]["prediction"] in spec.labels
+
+
+def test_a_fine_tuned_gpt1_exports_to_openai_gpt_double_heads(files, tmp_path, cli):
+    """GPT-1 fine-tuned on Story Cloze, then `gpt2 convert --to hf`: transformers' OpenAIGPTDoubleHeadsModel and
+    OpenAIGPTTokenizer, loaded from the export, give our answer logits and our ids (the added tokens kept whole)."""
+    import torch
+
+    from gpt2.config import FinetuneConfig, from_dict
+    from gpt2.finetune.run import finetune, load_task_model
+    from gpt2.finetune.tasks import load_split
+    from gpt2.finetune.transforms import Transform, collate
+
+    vocab = Tokenizer.load(files).n_vocab
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, n_positions=128))
+    hf.save_pretrained(tmp_path / "gpt1")
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / "gpt1" / name).write_bytes((files / name).read_bytes())
+    finetune(from_dict(FinetuneConfig, {
+        "task": "story-cloze", "model": str(tmp_path / "gpt1"), "out": str(tmp_path / "run"), "threads": 1, "dtype": "float32",
+        "batch_size": 8, "max_steps": 2, "data": {"dir": str(SHARED / "story_cloze")}, "eval": {"interval": 0},
+        "log": {"plot": False, "peak_tflops": 1.0},
+    }, "test"))
+    r = cli("convert", "--input", str(tmp_path / "run"), "--output", str(tmp_path / "hf"), "--to", "hf")
+    assert r.returncode == 0, r.stderr
+    theirs = transformers.OpenAIGPTDoubleHeadsModel.from_pretrained(tmp_path / "hf").eval()
+    their_tok = transformers.OpenAIGPTTokenizer.from_pretrained(tmp_path / "hf")
+    model, spec, tok, info = load_task_model(tmp_path / "run")
+    encoded = [Transform(spec, tok, info["max_len"]).encode(e) for e in load_split(spec, spec.eval, SHARED / "story_cloze")[0][:3]]
+    batch = collate(encoded, 0, regression=False)
+    assert their_tok(tok.decode(encoded[0].sequences[0]), add_special_tokens=False)["input_ids"] == encoded[0].sequences[0]
+    with torch.no_grad():
+        ours = model.scores(batch["ids"], batch["extract"])
+        hf_logits = theirs(batch["ids"].view(3, 2, -1), mc_token_ids=batch["extract"]).mc_logits
+    torch.testing.assert_close(hf_logits, ours, atol=1e-5, rtol=1e-5)

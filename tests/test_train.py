@@ -289,14 +289,20 @@ def test_measuring_an_emulated_dtype_stays_on_small_products():
     assert time_mod.perf_counter() - t < 5
 
 
-def test_threads_are_the_cores_no_other_process_is_using():
+def test_threads_are_the_cores_no_other_process_is_using(monkeypatch):
     from gpt2.train.hardware import choose_threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert choose_threads(3) == 3  # given: kept
     assert choose_threads(0, cores=2, busy=0) == 2
     assert choose_threads(0, cores=2, busy=1) == 1  # one core busy: one thread, not two fighting over one core
     assert choose_threads(0, cores=2, busy=5) == 1
     assert choose_threads(0, cores=16, busy=3) == 13
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 processes of one run on this machine share the free cores
+    assert choose_threads(0, cores=16, busy=0) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what torchrun sets: kept
+    assert choose_threads(0, cores=16, busy=0) == 2
 
 
 # ----------------------------------------------------------------------------

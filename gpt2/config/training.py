@@ -286,7 +286,8 @@ class FinetuneLog(TrainLog):
 class FinetuneConfig:
     """`gpt2 finetune`: GPT-1's supervised fine-tuning of a model on a labelled task (input transforms, a linear
     head on the extract token, and the auxiliary language-model loss). Writes OUT/model (the fine-tuned model),
-    OUT/metrics.json, OUT/predictions.jsonl and OUT/loss.png; resumable like `gpt2 train`."""
+    OUT/metrics.json, OUT/predictions.jsonl and OUT/loss.png; resumable like `gpt2 train`. `gpt2 finetune predict
+    --model OUT --input FILE` then labels new examples."""
 
     task: str = opt(help="cola sst2 mrpc qqp stsb rte mnli-m mnli-mm qnli snli scitail story-cloze race-m race-h")
     model: Path = opt(help="the model to fine-tune: this project's format (or a training run's folder), a Hugging Face "
@@ -351,13 +352,13 @@ class FinetunePredictConfig:
     """`gpt2 finetune predict`: label new examples with a fine-tuned model; prints JSON lines or writes them to --output."""
 
     model: Path = opt(help="a fine-tuned model: the --out folder of `gpt2 finetune`, or its model/ folder")
-    input: Path = opt(help="examples: JSON lines (fields text / text_a, text_b / context, question, choices) or a file "
-                           "in the task's published format (tsv, csv); labels, if present, are reported beside the predictions")
+    input: Path = opt(help="examples: JSON lines (fields text / text_a, text_b / context, question, choices; label optional) "
+                           "or a file (RACE: a folder) in the task's published format; labels are reported beside the predictions")
     output: Path | None = opt(None, "write the predictions here (JSON lines) instead of printing them")
     task: str | None = opt(None, "the task the model must have been fine-tuned on (a check; default: the model's own)")
     force: bool = opt(False, "replace an existing --output file")
     batch_size: int = opt(32, "examples per forward pass")
-    device: str = opt("cpu", "torch device: cpu, cuda, cuda:N")
+    device: str = opt("cpu", "torch device: cpu, cuda, cuda:N, or auto (the GPU if there is one)")
     threads: int = opt(0, "CPU threads (0: torch's default)")
 
     def __post_init__(self) -> None:

@@ -239,14 +239,15 @@ class WebTextDecontaminate:
     data_dir: Path | None = opt(None, "folder of local copies of the evaluation datasets (as gpt2 eval --data-dir)")
 
     def __post_init__(self) -> None:
-        self.tasks = [t for item in self.tasks for t in str(item).split(",") if t.strip()]
-        if self.n < 1:
-            raise ConfigError(f"decontaminate.n must be positive, got {self.n}")
+        self.tasks = [t.strip() for item in self.tasks for t in str(item).split(",") if t.strip()]
+        if not 1 <= self.n <= 64:
+            raise ConfigError(f"decontaminate.n must be between 1 and 64, got {self.n}")
 
 
 @dataclass(kw_only=True)
 class WebTextBuildConfig(WebTextEngine):
-    """`gpt2 webtext build`: every stage in order (links, fetch, extract, clean, dedup, token shards), each resumable,
+    """`gpt2 webtext build`: every stage in order (links, fetch, extract, clean, dedup, with decontaminate.tasks a
+    decontaminate stage, then token shards), each resumable,
     then a report (counts per stage, drops by reason, language and length histograms, top domains)."""
 
     input: list[Path] = opt(help="Pushshift RS_* dumps, or folders of them")

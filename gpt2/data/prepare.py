@@ -122,7 +122,7 @@ def _default_documents(cfg) -> Documents:
     """The files of cfg.input, with the text of the --decontaminate evaluation sets cut out if asked
     (GPT-3's 13-gram rule, gpt2/overlap/decontaminate.py)."""
     documents = FileDocuments.from_config(cfg)
-    if getattr(cfg, "decontaminate", None):
+    if cfg.decontaminate:
         from gpt2.overlap.decontaminate import Decontaminated
 
         documents = Decontaminated(documents, cfg)

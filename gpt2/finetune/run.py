@@ -203,7 +203,6 @@ def compute_metrics(spec: TaskSpec, labels: list, predictions: list) -> dict[str
 class FineTuning(Job):
     """A labelled task through GPT-1's input transforms, a head and the auxiliary LM loss."""
 
-    command = "gpt2 finetune"
     unit = "examples"
     steady_shapes = False  # batches are as long as their longest example
 
@@ -236,6 +235,11 @@ class FineTuning(Job):
         self.gpt = gpt.to(loop.device)
         torch.manual_seed(cfg.seed)
         self.module = heads.TaskModel(self.gpt, make_head(spec, gpt.config.n_embd, cfg.dropout), cfg.lm_coef).to(loop.device)
+        if cfg.micro_batch_size is None and cfg.batch_size % d.world:
+            raise GPT2Error(
+                f"--batch-size {cfg.batch_size} cannot be shared by {d.world} processes: make it a multiple of {d.world}, "
+                f"or set --micro-batch-size"
+            )
         micro = cfg.micro_batch_size or cfg.batch_size // d.world
         self.batches = ExampleBatches(encoded, cfg.batch_size, micro, rank=d.rank, world=d.world, seed=cfg.seed,
                                       pad=self.pad, regression=spec.regression)
@@ -248,6 +252,9 @@ class FineTuning(Job):
         self.csv_fields = ("step", "kind", "tokens", "loss", "task_loss", "lm_loss", "val_loss", *spec.metrics, "lr", "grad_norm",
                            "examples_per_s", "elapsed")
         self.plot_metric = (spec.metrics[0], f"{spec.eval.name} {spec.metrics[0]}")
+        self.plot_train_key = "task_loss"  # L2, the quantity the evaluation's loss measures (L3 adds λ L1)
+        task_loss = "squared error" if spec.regression else "cross-entropy"
+        self.plot_labels = {"loss": "training task loss", "val_loss": f"{spec.eval.name} task loss", "axis": f"task loss ({task_loss})"}
         identity = {"task": spec.name, "train": train_records, "eval": eval_records, "max_train_examples": cfg.data.max_train_examples,
                     "max_len": self.max_len, "tokens": SPECIAL_TOKENS}
         self.dataset = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -274,7 +281,7 @@ class FineTuning(Job):
         mine = list(range(d.rank, len(self.eval_encoded), d.world))
         batch = self.cfg.eval.batch_size or self.micro_batch
         share = -(-len(self.eval_encoded) // d.world)
-        mine += mine[: share - len(mine)]  # as many batches on every rank (FSDP2 gathers weights in each); repeats count once
+        mine += (mine or [0])[:1] * (share - len(mine))  # as many batches on every rank (FSDP2 gathers in each); repeats count once
         scores = score_examples(loop.model, [self.eval_encoded[i] for i in mine], batch, self.pad, self.device, loop.autocast)
         gathered = distributed.all_gather_object(list(zip(mine, [s.tolist() for s in scores])), d)
         by_index = dict(pair for part in gathered for pair in part)
@@ -401,13 +408,13 @@ def predict(cfg: FinetunePredictConfig) -> list[dict]:
     check_output_file(cfg.output, cfg.force)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    from gpt2.device import parse_device
+    from gpt2.device import resolve_device
 
-    device = parse_device(cfg.device)
+    device = resolve_device(cfg.device)
     model, spec, tokenizer, info = load_task_model(cfg.model, device)
     if cfg.task is not None and cfg.task != spec.name:
         raise GPT2Error(f"{cfg.model} was fine-tuned for {spec.name}, not {cfg.task}; give a model fine-tuned for {cfg.task}")
-    if not Path(cfg.input).is_file():
+    if not Path(cfg.input).exists():
         raise GPT2Error(f"input file {cfg.input} does not exist")
     examples: list[Example] = read_predict_input(spec, Path(cfg.input))
     transform = Transform(spec, tokenizer, int(info.get("max_len") or model.gpt.config.block_size))

@@ -49,8 +49,10 @@ class Example:
 
 
 def _lines(path: Path) -> list[str]:
-    text = D.read_text(path)
-    return text.removeprefix("\ufeff").splitlines()
+    """The lines of a file, split at line feeds only (a sentence may hold U+2028 or U+0085), a BOM and CRs dropped."""
+    text = D.read_text(path).removeprefix("\ufeff")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _label(value: str, labels: tuple[str, ...] | None, where: str) -> int | float:
@@ -336,7 +338,7 @@ def load_split(spec: TaskSpec, split: Split, data_dir: Path | None, file: Path |
         if not file.exists():
             raise GPT2Error(f"{spec.name} {split.name} file {file} does not exist")
         examples = split.read(file)
-        records = [{"path": str(file), "origin": "given"}]
+        records = [{"path": str(file), "origin": "given", "sha256": D._tree_sha256(file)}]  # a resume checks the data by it
     else:
         examples, records = [], []
         for source in split.sources:
@@ -357,25 +359,32 @@ def load_split(spec: TaskSpec, split: Split, data_dir: Path | None, file: Path |
     return examples, records
 
 
-def _check_examples(spec: TaskSpec, examples: list[Example]) -> str | None:
-    """What is wrong with examples that do not fit the task (read from a file of another task, say), or None."""
+def _check_examples(spec: TaskSpec, examples: list[Example], any_choices: bool = False) -> str | None:
+    """What is wrong with examples that do not fit the task (read from a file of another task, say), or None.
+    `any_choices`: multiple-choice examples may have another number of answers, the same for all (predict)."""
     texts = {"classification": 1, "entailment": 2, "similarity": 2}.get(spec.kind)
+    choices = len(examples[0].choices) if any_choices and examples else spec.choices
     for i, ex in enumerate(examples):
         if texts is not None and len(ex.texts) != texts:
             return f"example {i} has {len(ex.texts)} texts; a {spec.kind} task takes {texts}"
-        if spec.kind == "multiple_choice" and len(ex.choices) != spec.choices:
-            return f"example {i} has {len(ex.choices)} answers; {spec.name} takes {spec.choices}"
-        if ex.label is not None and not spec.regression and not 0 <= ex.label < max(len(spec.labels), spec.choices):
-            return f"example {i} has the label {ex.label}, outside this task's {len(spec.labels)}"
+        if spec.kind == "multiple_choice" and (len(ex.choices) != choices or choices < 2):
+            return f"example {i} has {len(ex.choices)} answers; every example needs the same number, at least 2 ({spec.name}: {spec.choices})"
+        if ex.label is not None and not spec.regression and not 0 <= ex.label < (choices if spec.kind == "multiple_choice" else len(spec.labels)):
+            return f"example {i} has the label {ex.label}, outside this task's labels"
     return None
 
 
 def read_predict_input(spec: TaskSpec, path: Path) -> list[Example]:
     """Examples to label: JSON lines with the task's fields (text / text_a, text_b / context, question, choices,
-    optionally label), or a file in the task's published format (tsv; labels optional)."""
-    if path.suffix == ".jsonl":
-        return _read_jsonl(spec, path)
-    return spec.eval.read(path)
+    optionally label), or a file (or RACE folder) in the task's published format, labels included where that
+    format has them."""
+    examples = _read_jsonl(spec, path) if path.suffix == ".jsonl" else spec.eval.read(path)
+    if not examples:
+        raise GPT2Error(f"{path} holds no examples")
+    bad = _check_examples(spec, examples, any_choices=True)
+    if bad:
+        raise GPT2Error(f"{path}: {bad}")
+    return examples
 
 
 def _read_jsonl(spec: TaskSpec, path: Path) -> list[Example]:

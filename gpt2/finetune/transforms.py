@@ -7,7 +7,7 @@ in ⟨e⟩, whose final hidden state the task's head reads:
     classification    ⟨s⟩ text ⟨e⟩
     entailment        ⟨s⟩ premise $ hypothesis ⟨e⟩
     similarity        ⟨s⟩ a $ b ⟨e⟩  and  ⟨s⟩ b $ a ⟨e⟩
-    multiple choice   ⟨s⟩ context [question] $ answer_k ⟨e⟩   for each answer k
+    multiple choice   ⟨s⟩ context [question] $ answer_k ⟨e⟩   for each answer k (the question after a line break)
 
 Texts are encoded as ordinary text (a text that spells a special token cannot
 produce one). An example longer than the context is never dropped: its longest
@@ -70,7 +70,10 @@ class Transform:
 
     def encode(self, example: Example) -> Encoded:
         kind = self.spec.kind
-        enc = [self.tok.encode_ordinary(t) for t in example.texts]
+        texts = example.texts
+        if kind == "multiple_choice" and len(texts) == 2:  # context and question: the question on a line of its own
+            texts = (texts[0], "\n" + texts[1])
+        enc = [self.tok.encode_ordinary(t) for t in texts]
         if kind == "classification":
             (text,), cut = _fit(enc, self.max_len - 2, set())
             return Encoded([[self.start, *text, self.extract]], example.label, cut)

@@ -263,15 +263,15 @@ class Decontaminated:
     def __init__(self, source, cfg):
         self.source = source
         self.tasks, self.n = list(cfg.decontaminate), cfg.decontaminate_n
-        self.clean = for_prepare(cfg)
+        self.index, self.rule = for_tasks(tuple(self.tasks), self.n, cfg.decontaminate_data_dir), Rule(n=self.n)
         self.removed = Removed()
 
     def __iter__(self):
         from gpt2.data.documents import Document
 
         self.removed = Removed()
-        for doc in self.source:
-            for piece in self.clean([doc.text], self.removed):
+        for doc, kept in _with_pieces(self.source, lambda doc: doc.text, self.index, self.rule, self.removed):
+            for piece in kept:
                 yield Document(piece, doc.id)
 
     def inputs(self) -> list[dict]:
@@ -285,23 +285,33 @@ class Decontaminated:
 def decontaminate_shard(item: tuple[Path, Path], tasks: tuple[str, ...], n: int, data_dir: Path | None) -> dict:
     """A WebText stage on one shard of documents (`gpt2 webtext build` with decontaminate.tasks): each document's
     kept pieces, written as documents with its other fields (its URL keeps them in one split); the counts."""
-    from gpt2.webtext.shards import read_jsonl, write_jsonl
+    from gpt2.webtext.shards import read_jsonl, write_json, write_jsonl
 
     shard, target = item
     index, rule, removed = for_tasks(tuple(tasks), n, data_dir), Rule(n=n), Removed()
 
     def rows():
-        for row in read_jsonl(shard):
-            for piece in decontaminate([row["text"]], index, rule, removed):
+        for row, kept in _with_pieces(read_jsonl(shard), lambda row: row["text"], index, rule, removed):
+            for piece in kept:
                 yield {**row, "text": piece}
 
     write_jsonl(target, rows())
-    return asdict(removed)
+    counts = asdict(removed)
+    write_json(target.with_name(target.name + ".stats.json"), counts)  # beside its shard: a resumed stage adds them all up
+    return counts
 
 
-def for_prepare(cfg):
-    """The decontamination `gpt2 prepare --decontaminate` applies to each input file's documents: a function
-    documents -> kept pieces, and the counts of one pass over the inputs."""
-    index = for_tasks(tuple(cfg.decontaminate), cfg.decontaminate_n, cfg.decontaminate_data_dir)
-    rule = Rule(n=cfg.decontaminate_n)
-    return lambda documents, removed=None: decontaminate(documents, index, rule, removed)
+def _with_pieces(items, text, index: NgramIndex, rule: Rule, removed: Removed):
+    """(item, its kept pieces) for each item of a stream, the texts cut in batches (one item at a time would
+    give up `pieces`' batched n-gram hashing)."""
+    from collections import deque
+
+    waiting: deque = deque()
+
+    def texts():
+        for item in items:
+            waiting.append(item)
+            yield text(item)
+
+    for kept in pieces(texts(), index, rule, removed):
+        yield waiting.popleft(), kept

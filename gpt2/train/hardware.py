@@ -35,6 +35,7 @@ GPU_PEAK_TFLOPS = (
     ("A100", 312.0),
     ("A800", 312.0),
     ("L40S", 362.0),
+    ("L40", 181.0),
     ("L4", 121.0),
     ("V100", 125.0),
 )
@@ -106,7 +107,8 @@ def other_runnable_processes(samples: int = 5, interval: float = 0.05) -> int:
 
 
 def choose_threads(requested: int, cores: int | None = None, busy: int | None = None) -> int:
-    """CPU threads for one training process: `requested` if given, else the cores that no other process is using.
+    """CPU threads for one training process: `requested` if given, else OMP_NUM_THREADS if set (torchrun sets it),
+    else this process's share of the cores that no other process is using (its LOCAL_WORLD_SIZE-th).
 
     PyTorch's default (one thread per core) assumes the cores are free. When another process holds one,
     every parallel region waits for the thread that lost its core: on a 2-core machine with one core busy,
@@ -114,9 +116,12 @@ def choose_threads(requested: int, cores: int | None = None, busy: int | None = 
     """
     if requested:
         return requested
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
     cores = cores or len(os.sched_getaffinity(0))
     busy = other_runnable_processes() if busy is None else busy
-    return max(1, cores - busy)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # processes of this run on this machine share the cores
+    return max(1, (cores - busy) // max(1, local))
 
 
 # ----------------------------------------------------------------------------

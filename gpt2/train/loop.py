@@ -37,7 +37,7 @@ from gpt2.distributed import Dist
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
 from gpt2.train import hardware, optim, run_dir
-from gpt2.train.metrics import CSV_FIELDS, Metrics, plot_losses
+from gpt2.train.metrics import CSV_FIELDS, PLOT_LABELS, Metrics, plot_losses
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,14 @@ class Job:
     and `checkpoint_interval`.
     """
 
-    command = "gpt2 train"
-    """the command that runs the job, as messages name it"""
     csv_fields: tuple[str, ...] = CSV_FIELDS
     unit = "tok"
     """what `tokens_per_step` counts, as the logs name it ("tok", "examples")"""
     plot_metric: tuple[str, str] | None = None
     """(eval record key, label): an evaluation metric drawn on the loss plot's right axis"""
+    plot_train_key = "loss"
+    """the training record's loss that the plot draws beside the evaluation's val_loss"""
+    plot_labels = PLOT_LABELS
     gpt: GPT
     module: nn.Module
     batches: object
@@ -330,7 +331,7 @@ class Loop:
     def step(self) -> dict:
         """One optimizer step over a global batch; returns its training record."""
         o = self.cfg.optim
-        lr = optim.lr_at(self.step_count, o.lr, self.warmup, self.job.max_steps, o.final_lr_fraction, getattr(o, "schedule", "cosine"))
+        lr = optim.lr_at(self.step_count, o.lr, self.warmup, self.job.max_steps, o.final_lr_fraction, o.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
@@ -498,8 +499,8 @@ class Loop:
             found = checkpoint.latest(self.ckpt_dir) if self.d.is_main else None
             where = f"from {found.name}" if found else "from the beginning (no checkpoint yet)"
             log.warning(
-                "interrupted at step %d; to continue %s, run the same `%s` command with --resume "
-                "(`gpt2 demo` resumes by itself)", self.step_count, where, self.command,
+                "interrupted at step %d; to continue %s, run the same `%s` command with --resume%s", self.step_count, where,
+                self.command, " (`gpt2 demo` resumes by itself)" if self.command == "gpt2 train" else "",
             )
             raise
         finally:
@@ -544,7 +545,8 @@ class Loop:
         if self.last_eval and self.last_eval.get("val_bpb"):
             title += f", held-out {self.last_eval['val_bpb']:.3f} bits/byte at step {self.last_eval['step']}"
         tokens_per_step = self.job.tokens_per_step if self.job.flops_per_token else None
-        plot_losses(self.metrics.records, self.out / "loss.png", title, tokens_per_step, self.job.plot_metric)
+        plot_losses(self.metrics.records, self.out / "loss.png", title, tokens_per_step, self.job.plot_metric,
+                    self.job.plot_train_key, self.job.plot_labels)
 
     def _finish(self) -> dict:
         """Export the final model (Job.export) and log the summary line."""

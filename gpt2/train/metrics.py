@@ -96,10 +96,15 @@ def _moving_average(values: list[float]) -> list[float]:
     return out
 
 
+PLOT_LABELS = {"loss": "training loss", "val_loss": "held-out loss", "axis": "cross-entropy (nats per token)"}
+
+
 def plot_losses(
-    records: list[dict], path: Path, title: str, tokens_per_step: int | None = None, metric: tuple[str, str] | None = None
+    records: list[dict], path: Path, title: str, tokens_per_step: int | None = None, metric: tuple[str, str] | None = None,
+    train_key: str = "loss", labels: dict[str, str] = PLOT_LABELS,
 ) -> None:
-    """Training loss (raw and smoothed) and held-out loss against steps (and tokens, on top), to a PNG.
+    """Training loss (`train_key` of the train records, raw and smoothed) and held-out loss against steps (and
+    tokens, on top), to a PNG; `labels` names the two curves and the axis.
 
     `metric` = (record key, label) adds an evaluation metric (a fine-tuning task's accuracy, say) on a
     second axis at the right.
@@ -109,21 +114,21 @@ def plot_losses(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None and math.isfinite(r["loss"])]
+    train = [(r["step"], r[train_key]) for r in records if r.get("kind") == "train" and r.get(train_key) is not None and math.isfinite(r[train_key])]
     val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval" and r.get("val_loss") is not None]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     if train:
         steps, losses = zip(*train)
-        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="training loss")
-        ax.plot(steps, _moving_average(list(losses)), color="tab:blue", linewidth=1.6, label="training loss (moving average)")
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label=labels["loss"])
+        ax.plot(steps, _moving_average(list(losses)), color="tab:blue", linewidth=1.6, label=f"{labels['loss']} (moving average)")
     if val:
         steps, losses = zip(*val)
-        ax.plot(steps, losses, "o-", color="tab:orange", linewidth=1.6, markersize=4, label="held-out loss")
+        ax.plot(steps, losses, "o-", color="tab:orange", linewidth=1.6, markersize=4, label=labels["val_loss"])
     ax.set_xlabel("step")
     if tokens_per_step:
         top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
         top.set_xlabel("tokens (millions)")
-    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_ylabel(labels["axis"])
     handles, labels = ax.get_legend_handles_labels()
     if metric is not None:
         key, label = metric

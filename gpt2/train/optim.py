@@ -42,7 +42,7 @@ def warmup_steps(optim, max_steps: int) -> int:
                 f"lower it, or leave it unset for a warm-up of a tenth of the run"
             )
         return optim.warmup_steps
-    if getattr(optim, "warmup_fraction", None) is not None:
+    if optim.warmup_fraction is not None:
         return math.ceil(optim.warmup_fraction * max_steps)
     return min(DEFAULT_WARMUP, max_steps // 10)
 

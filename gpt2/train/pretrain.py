@@ -84,8 +84,6 @@ def global_batch_tokens(cfg: TrainConfig, block_size: int, world: int, saved: di
 class Pretraining(Job):
     """Next-token prediction on the token shards of `gpt2 prepare`, with held-out bits per byte and samples."""
 
-    command = "gpt2 train"
-
     def __init__(self, loop: Loop, saved: dict | None):
         cfg, d = loop.cfg, loop.d
         self.cfg = cfg

@@ -14,8 +14,9 @@ stage whose stats.json exists is finished and skipped, so the same command
 continues an interrupted build.
 
 The stages are the list STAGES: a stage reads the folder of the one before and
-writes its own. Another stage (say, removing the documents that overlap
-evaluation sets) is one more `Stage` in that list.
+writes its own. With decontaminate.tasks, a decontaminate/ stage follows
+(GPT-3's 13-gram rule against those evaluation sets, gpt2/overlap); another
+stage would be one more `Stage` in that list.
 """
 
 from __future__ import annotations
@@ -90,11 +91,11 @@ def _decontaminate(cfg: C.WebTextBuildConfig, previous: Path, out: Path, engine)
     d = cfg.decontaminate
     folder = StageDir(out, "decontaminate", {"tasks": list(d.tasks), "n": d.n})
     shards = list_shards([previous], DOC_SUFFIXES, "document shard")
-    todo = [(s, folder / s.name) for s in shards if not (folder / s.name).exists()]
-    counts = engine.map(partial(decontaminate_shard, tasks=tuple(d.tasks), n=d.n, data_dir=d.data_dir), todo, desc="decontaminate")
+    todo = [(s, folder / s.name) for s in shards if not (folder / (s.name + ".stats.json")).exists()]
+    engine.map(partial(decontaminate_shard, tasks=tuple(d.tasks), n=d.n, data_dir=d.data_dir), todo, desc="decontaminate")
     stats = {"tasks": list(d.tasks), "n": d.n, "shards": len(shards)}
-    for c in counts:
-        for key, value in c.items():
+    for s in shards:  # every shard's counts, those of an earlier, interrupted run included
+        for key, value in json.loads((folder / (s.name + ".stats.json")).read_text(encoding="utf-8")).items():
             stats[key] = stats.get(key, 0) + value
     stats["kept"] = sum(1 for s in shards for _ in read_jsonl(folder / s.name))
     stats["dropped"] = {"documents cut into too many pieces": stats.get("dropped_documents", 0),
@@ -206,7 +207,7 @@ def write_report(out: Path, stats: dict[str, dict], manifest: dict, final: Path)
     """report.json and report.md: counts per stage, drops by reason, plots, top domains."""
     links = stats["links"]
     rows = [("Reddit submissions", links["submissions"], "")]
-    for stage in STAGES:
+    for stage in STAGES + ([DECONTAMINATE] if DECONTAMINATE.name in stats else []):
         s = stats[stage.name]
         dropped = dict(s[stage.dropped])
         if stage.name == "links":
@@ -236,6 +237,10 @@ def write_report(out: Path, stats: dict[str, dict], manifest: dict, final: Path)
 def build(cfg: C.WebTextBuildConfig) -> dict:
     """`gpt2 webtext build`: returns the report it writes to OUT/report.json."""
     t0 = time.perf_counter()
+    if cfg.decontaminate.tasks:  # an unknown task or a missing evaluation set is said now, not after hours of fetching
+        from gpt2.overlap.decontaminate import for_tasks
+
+        for_tasks(tuple(cfg.decontaminate.tasks), cfg.decontaminate.n, cfg.decontaminate.data_dir)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise GPT2Error(f"--out {out} is a file; give a folder")
