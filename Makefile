@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PY) -m venv $(VENV)
 	@echo "setup 2/3: torch 2.13.0, $(TORCH_BUILD) build (a local wheel if pip has one; else a download of about $(if $(filter cpu,$(TORCH_BUILD)),190 MB,2.7 GB): minutes)"
 	@$(MAKE) --no-print-directory torch PIP="$(PIP)" TORCH="$(TORCH_BUILD)"
-	@echo "setup 3/3: the package (gpt2-lm, editable) and what the tests need: about 80 packages, 120 MB (1-3 minutes)"
+	@echo "setup 3/3: the package (gpt2-lm, editable) and what the tests need: about 160 packages, 1.4 GB: the test references and clients (2-5 minutes)"
 	@$(PIP) uninstall -y -q gpt2 2>/dev/null || true  # this package's distribution name before it became gpt2-lm
 	$(PIP) install --progress-bar on -c constraints.txt -e ".[dev]"
 	@touch $@

@@ -135,7 +135,7 @@ def test_setup_says_what_it_is_doing_and_shows_pip_progress():
     assert r.returncode == 0, r.stderr
     steps = [line for line in r.stdout.splitlines() if line.startswith("echo \"setup ")]
     assert [s.split(":")[0] for s in steps] == ['echo "setup 1/3', 'echo "setup 2/3', 'echo "setup 3/3', 'echo "setup done']
-    assert "190 MB" in steps[1] and "minutes" in steps[1] and "120 MB" in steps[2] and ".venv/bin/gpt2" in steps[3]
+    assert "190 MB" in steps[1] and "minutes" in steps[1] and "1.4 GB" in steps[2] and ".venv/bin/gpt2" in steps[3]
     installs = [line for line in r.stdout.splitlines() if " pip install " in line]
     assert installs and not any(" -q" in line for line in installs)  # pip's own progress is shown
 
