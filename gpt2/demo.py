@@ -125,7 +125,7 @@ def demo(cfg: DemoConfig) -> dict:
     zlib_bpb = 8 * len(zlib.compress(held_out, 9)) / len(held_out)
     samples = _samples(trainer, tok)
     this_run = time.perf_counter() - t0
-    resumed = summary["seconds"] - summary["session_seconds"] > 1
+    resumed = summary["earlier_seconds"] > 0
     timing = f"trained in {duration(summary['seconds'])}" + (
         f" over several runs; this run took {duration(this_run)}" if resumed else f"; {duration(this_run)} in all"
     )

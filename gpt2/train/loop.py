@@ -166,6 +166,7 @@ class Loop:
         self.best_val: float | None = None
         self.last_eval: dict | None = None
         self.elapsed = 0.0  # training seconds in earlier sessions of this run
+        self.saved_seconds: float | None = None  # the run's training time as its newest checkpoint records it
         self.session_start = time.perf_counter()
         if resume_path is not None:
             self._load(Path(resume_path))
@@ -256,6 +257,7 @@ class Loop:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.best_val = state.get("best_val_loss")
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.saved_seconds = self.elapsed
         self.job.batches.load_state_dict(state["data"])
         rng = meta["rng"]
         if f"rank{d.rank}.cpu" in rng:
@@ -421,6 +423,7 @@ class Loop:
                 "param_groups": [{**g, "params": [_stored_name(p) for p in g["params"]]} for g in optim_state["param_groups"]],
             }
             val = self.last_eval.get("val_loss") if self.last_eval and self.last_eval["step"] == self.step_count else None
+            self.saved_seconds = self.elapsed + self.session_seconds()
             state = {
                 "tokens": self.tokens,
                 "tokens_per_step": self.job.tokens_per_step,
@@ -429,7 +432,7 @@ class Loop:
                 "grad_scaler": self.scaler.state_dict() if self.scaler else None,  # float16's loss scale
                 "val_loss": val,
                 "best_val_loss": self.best_val,
-                "elapsed": self.elapsed + self.session_seconds(),
+                "elapsed": self.saved_seconds,
                 "config": to_dict(self.cfg),
                 "model_config": dataclasses.asdict(self.config),
                 "dataset": self.job.dataset,
@@ -557,7 +560,9 @@ class Loop:
             "val_loss": self.last_eval.get("val_loss") if self.last_eval else None,
             "train_loss": self.metrics.last("train", "loss") if self.metrics else None,
             "model_dir": str(self.out / "model"),
-            "seconds": self.elapsed + self.session_seconds(),
+            # the training time as the last checkpoint records it: what a run reports again when it is run again
+            "seconds": self.saved_seconds if self.saved_seconds is not None else self.elapsed + self.session_seconds(),
+            "earlier_seconds": self.elapsed,
             "session_seconds": self.session_seconds(),
             **self.job.summary(self),
         }
@@ -566,10 +571,7 @@ class Loop:
             self.metrics.close()
             if self.cfg.log.plot:
                 self._plot()
-            this_session = (
-                f" ({run_dir.duration(summary['session_seconds'])} in this session)"
-                if summary["seconds"] - summary["session_seconds"] > 1 else ""
-            )
+            this_session = f" ({run_dir.duration(summary['session_seconds'])} in this session)" if self.elapsed else ""
             log.info(
                 "trained %d steps (%s %s) in %s%s: %s; model -> %s, plot -> %s",
                 self.step_count, f"{self.tokens:,}", "tokens" if self.job.unit == "tok" else self.job.unit,
