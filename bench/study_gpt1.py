@@ -19,7 +19,7 @@ again by hand:
 It writes OUT/study.json, OUT/figure2.png and the tables (markdown) to stdout.
 Runs already finished are not run again (delete their folders to redo them).
 
-    python bench/study_gpt1.py --out runs/gpt1-study [--steps 4000] [--sst2-examples 16000]
+    python bench/study_gpt1.py --out runs/gpt1-study [--steps 4000] [--sst2-examples 16000] [--sst2-transfer-layers 0,3]
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000, help="pre-training steps (16 x 128 tokens each)")
     ap.add_argument("--checkpoints", type=int, default=12, help="checkpoints along pre-training, for Figure 2 (right)")
     ap.add_argument("--sst2-examples", type=int, default=16000, help="SST-2 training examples (of 67,349)")
+    ap.add_argument("--sst2-transfer-layers", default="0,1,2,3,4,5",
+                    help="the k of Figure 2 (left) on SST-2, comma-separated (Story Cloze runs every k; all six layers is run (a))")
     ap.add_argument("--threads", default="0")
     args = ap.parse_args()
     out = args.out.resolve()
@@ -135,8 +137,9 @@ def main() -> None:
             table.setdefault(variant, {})[task] = finetuned(run, task)
 
     transfer = {}
-    for task in ("sst2", "story-cloze"):
-        for k in range(7):
+    sweep = {"sst2": [int(k) for k in args.sst2_transfer_layers.split(",")] + [6], "story-cloze": list(range(7))}
+    for task, ks in sweep.items():
+        for k in ks:
             run = out / "finetune" / (f"{task}-a" if k == 6 else f"{task}-transfer{k}")
             if not (run / "metrics.json").is_file():
                 limit = ["--data.max-train-examples", str(args.sst2_examples)] if task == "sst2" else []
@@ -192,7 +195,7 @@ def markdown(study: dict) -> str:
     lines.append("| zero-shot heuristics (gpt2 eval) | " + " | ".join(f"{zero[t]:.1f}" if t in zero else "-" for t in TASKS) + " |")
     lines += ["", "| layers transferred | " + " | ".join(str(k) for k in range(7)) + " |", "|---|" + "---|" * 7]
     for task, points in study["transfer"].items():
-        lines.append(f"| {task} | " + " | ".join(f"{points[k]:.1f}" for k in sorted(points, key=int)) + " |")
+        lines.append(f"| {task} | " + " | ".join(f"{points[k]:.1f}" if k in points else "-" for k in range(7)) + " |")
     lines += ["", "| pre-training step | " + " | ".join(ZERO_SHOT) + " |", "|---|" + "---|" * len(ZERO_SHOT)]
     for step in sorted(study["zero_shot_curve"], key=int):
         row = study["zero_shot_curve"][step]

@@ -112,6 +112,19 @@ def test_reddit_dump_to_token_shards(tmp_path, tiktoken_gpt2):
     with Server([b for _, b in PAGES], proxy_pages=page_map(urls)) as server:
         build(settings(tmp_path / "wt", server.base))
     assert {p: p.stat().st_mtime_ns for p in (out / "tokens").glob("*.bin")} == before
+    # other settings for a finished stage, or a stage made again under a finished one: refused before any work
+    from gpt2.errors import GPT2Error
+
+    recorded = (out / "config.toml").read_text()
+    with pytest.raises(GPT2Error, match=r"wt/clean was made with clean.min_words=50, not 80: delete .*wt/clean and the stages after it \(dedup\)"):
+        build(settings(tmp_path / "wt", "http://127.0.0.1:9", clean={"min_words": 80}))
+    with pytest.raises(GPT2Error, match=r"wt/links was made with links.min_karma=15, not 3"):
+        build(settings(tmp_path / "wt", "http://127.0.0.1:9", links={"min_karma": 3, "shards": 3, "compress": True}))
+    assert (out / "config.toml").read_text() == recorded
+    build(settings(tmp_path / "wt", "http://127.0.0.1:9", fetch={"proxy": "http://127.0.0.1:9", "concurrency": 2}))  # how, not what
+    (out / "clean" / "stats.json").unlink()
+    with pytest.raises(GPT2Error, match=r"wt/dedup is finished but .*wt/clean, before it, is not"):
+        build(settings(tmp_path / "wt", "http://127.0.0.1:9"))
 
 
 def test_the_recipe_config_is_valid():

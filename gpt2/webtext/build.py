@@ -10,8 +10,9 @@ order of the shards, so rebuilding from the same dumps gives the same split.
 OUT holds one folder per stage (links/, fetch/, extract/, clean/, dedup/), then
 tokens/ (the dataset `gpt2 train` reads) and report.md with report.json,
 languages.png and lengths.png. Each stage resumes by itself (per shard), and a
-stage whose stats.json exists is finished and skipped, so the same command
-continues an interrupted build.
+stage whose stats.json exists is finished and skipped (if what shapes its
+output is unchanged: SHAPED_BY), so the same command continues an interrupted
+build.
 
 The stages are the list STAGES: a stage reads the folder of the one before and
 writes its own. With decontaminate.tasks, a decontaminate/ stage follows
@@ -234,6 +235,52 @@ def write_report(out: Path, stats: dict[str, dict], manifest: dict, final: Path)
 # the command
 
 
+# What shapes each stage's output, as fields of the build's config ("links.min_karma"; "input": the dumps). A stage
+# finished before is skipped only if these are what they were; how a stage ran (workers, timeouts, ...) may change.
+SHAPED_BY = {
+    "links": ("input", "links.min_karma", "links.karma", "links.shards", "links.compress"),
+    "fetch": ("fetch.limit", "fetch.robots", "fetch.max_bytes", "fetch.max_redirects"),
+    "extract": ("extract.extractor", "extract.compress"),
+    "clean": ("clean.languages", "clean.min_language_score", "clean.min_words", "clean.max_words", "clean.rules", "clean.compress"),
+    "dedup": ("dedup.exact", "dedup.near", "dedup.ngram", "dedup.bands", "dedup.rows", "dedup.seed", "dedup.compress"),
+    "decontaminate": ("decontaminate.tasks", "decontaminate.n"),
+}
+
+
+def _setting(config: dict, dotted: str) -> object:
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def check_finished_stages(cfg: C.WebTextBuildConfig, out: Path, run: list[Stage]) -> None:
+    """Refuse to continue a build whose finished stages were made with other settings, or out of order.
+
+    OUT/config.toml (written by the build before) says how the finished stages were made; a stage finished before
+    one that is not (its input deleted, to be made again) would be stale."""
+    finished = [(out / s.name / STATS).exists() for s in run]
+    for i, stage in enumerate(run):
+        if finished[i] and not all(finished[:i]):
+            missing = run[finished.index(False)].name
+            raise GPT2Error(f"{out / stage.name} is finished but {out / missing}, before it, is not: delete {out / stage.name} "
+                            f"(and the stages after it) so that it is made again from the new {missing}, or give a new --out")
+    try:
+        before = C.load_toml(out / "config.toml")
+    except (OSError, C.ConfigError):
+        return  # a build from before this record, or stages run one by one: nothing to compare
+    now = C.to_dict(cfg)
+    for stage, done in zip(run, finished):
+        for field in SHAPED_BY.get(stage.name, ()) if done else ():
+            if not isinstance(_setting(before, field.split(".")[0]), (dict, list)):
+                continue  # not recorded
+            old, new = _setting(before, field), _setting(now, field)
+            if old != new:
+                later = [s.name for s in run[run.index(stage) + 1:]]
+                raise GPT2Error(f"{out / stage.name} was made with {field}={old!r}, not {new!r}: delete {out / stage.name}"
+                                + (f" and the stages after it ({', '.join(later)})" if later else "")
+                                + " to make them again with the new setting, or give a new --out")
+
+
 def build(cfg: C.WebTextBuildConfig) -> dict:
     """`gpt2 webtext build`: returns the report it writes to OUT/report.json."""
     t0 = time.perf_counter()
@@ -249,11 +296,12 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
         foreign = sorted(p.name for p in out.iterdir() if p.name not in known)
         if foreign:
             raise GPT2Error(f"--out {out} holds {foreign[0]}, which `gpt2 webtext build` did not write; give a new or empty folder")
+    run = stages(cfg)
+    check_finished_stages(cfg, out, run)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(C.to_toml(cfg), encoding="utf-8")
     stats: dict[str, dict] = {}
     previous: Path | None = None
-    run = stages(cfg)
     with tqdm(total=len(run) + 1, unit="stage", desc="webtext", file=sys.stderr, disable=None) as bar, make_engine(cfg) as engine:
         for stage in run:
             folder = out / stage.name
