@@ -18,13 +18,14 @@ decodes the file as UTF-8 and changes nothing else:
 
 from __future__ import annotations
 
-import gzip
+import io
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from gpt2.compressed import SUFFIXES, open_binary
 from gpt2.errors import GPT2Error
 
 
@@ -58,10 +59,11 @@ def read_stdin() -> str:
 
 
 def open_text(path: Path | str) -> IO[str]:
-    """A file (or a .gz file) opened for streaming text by the same rule: UTF-8, line ends kept, BOM kept."""
+    """A file opened for streaming text by the same rule (UTF-8, line ends kept, BOM kept); a .zst, .gz, .xz or
+    .bz2 file decompressed (gpt2/compressed.py: a cut-off one raises `Truncated` where the read reaches the cut)."""
     path = Path(path)
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    if path.suffix in SUFFIXES:
+        return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
 
 

@@ -496,3 +496,28 @@ def test_eval_batches_cover_the_held_out_windows_once():
     assert sorted(seen) == [j * 64 for j in range(n)]
     assert sum(len(x) for x, _ in eval_batches(s, 64, 4, max_tokens=256)) == 4
     assert eval_windows(toy_stream(30), 64) == (1, 29)  # a held-out split shorter than the context
+
+
+def test_compressed_inputs_give_the_tokens_of_the_plain_ones(corpus, tmp_path):
+    """.jsonl.zst (what `gpt2 webtext` writes) and .gz read as the same documents; a cut-off file is one line."""
+    import gzip
+
+    import zstandard
+
+    root, _, _ = corpus
+    plain = (root / "wiki.jsonl").read_bytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "wiki.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(plain))
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "wiki.jsonl.gz").write_bytes(gzip.compress(plain))
+    reference = prepare(make_cfg([root / "wiki.jsonl"], tmp_path / "plain", shard_tokens=4096))
+    for folder in ("in", "gz"):
+        manifest = prepare(make_cfg([tmp_path / folder], tmp_path / f"ds-{folder}", shard_tokens=4096))
+        assert manifest["documents"] == reference["documents"]
+        for split in ("train", "val"):
+            assert np.array_equal(stream_tokens(tmp_path / f"ds-{folder}", split), stream_tokens(tmp_path / "plain", split))
+    cut = zstandard.ZstdCompressor().compress(plain)[: len(plain) // 4]
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "wiki.jsonl.zst").write_bytes(cut)
+    with pytest.raises(GPT2Error, match=r"wiki.jsonl.zst is truncated or corrupt"):
+        prepare(make_cfg([tmp_path / "cut"], tmp_path / "ds-cut", shard_tokens=4096))

@@ -10,16 +10,14 @@ their URL, GPT-2 paper section 3).
 A source also says what it is made of (`inputs()`), so prepare can fingerprint
 a dataset and tell a re-run from a different corpus:
 
-    FileDocuments   text (.txt, .text, .md) and JSON-lines files, optionally .gz,
+    FileDocuments   text (.txt, .text, .md) and JSON-lines files, optionally compressed (.zst, .gz, .xz, .bz2),
                     or directories of them: what `gpt2 prepare --input` reads
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import sys
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -27,6 +25,7 @@ from typing import NamedTuple, Protocol
 from tqdm import tqdm
 
 from gpt2.errors import GPT2Error
+from gpt2.compressed import SUFFIXES, Truncated, truncated_error
 from gpt2.textfile import json_lines, open_text
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -57,7 +56,7 @@ class Documents(Protocol):
 
 
 def _kind(path: Path) -> str | None:
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    name = path.name.removesuffix(path.suffix) if path.suffix in SUFFIXES else path.name
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
     if name.endswith(TEXT_SUFFIXES):
@@ -77,7 +76,7 @@ def list_inputs(paths: list[Path]) -> list[Path]:
                 if f.is_file() and _kind(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
             )
             if not found:
-                raise GPT2Error(f"directory {path} holds no .txt, .text, .md or .jsonl files (optionally .gz)")
+                raise GPT2Error(f"directory {path} holds no .txt, .text, .md or .jsonl files (optionally .zst, .gz, .xz or .bz2)")
             files += found
         elif path.is_file():
             files.append(path)
@@ -137,8 +136,8 @@ def iter_file(path: Path, text_documents: str = "file", jsonl_field: str = "text
                 yield from _text_documents(f, text_documents)
     except UnicodeDecodeError:
         raise GPT2Error(f"{path} is not UTF-8 text; convert it first (e.g. iconv -t UTF-8)") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise GPT2Error(f"{path} is not a complete gzip file ({e})") from None
+    except Truncated as e:
+        raise truncated_error(path, e) from None
 
 
 def iter_documents(path: Path, text_documents: str = "file", jsonl_field: str = "text") -> Iterator[str]:

@@ -11,23 +11,20 @@ document is matters:
                                                             dataset's own tokenizer
     another directory                                       every file below it (sorted, hidden ones skipped)
 
-Text is read as UTF-8 exactly as the other commands read it (gpt2/textfile.py).
+Files are read as `gpt2 prepare` reads them (gpt2/data/documents.py, gpt2/textfile.py:
+UTF-8, byte for byte), except that a text file is always one document.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gpt2.data.documents import iter_file
 from gpt2.errors import GPT2Error
-from gpt2.textfile import decode, open_text
 
 _MANIFEST = "manifest.json"
 
@@ -76,54 +73,14 @@ def list_inputs(paths: list[Path], splits: tuple[str, ...] = ("train",)) -> list
     return list(unique.values())
 
 
-def _open(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise GPT2Error(f"{path} is zstd-compressed: install the zstandard package (pip install 'gpt2[overlap]')") from None
-        raw = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(open(path, "rb"), closefd=True)
-        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
-    return open_text(path)
-
-
-def _read_text(path: Path) -> str:
-    if not path.name.endswith((".gz", ".zst")):
-        return decode(path.read_bytes(), path)
-    with _open(path) as f:
-        return f.read()
-
-
 def iter_documents(inp: Input, jsonl_field: str = "text", splits: tuple[str, ...] = ("train",)) -> Iterator[str]:
-    """The documents of one input, in order (empty ones included: they have no n-grams)."""
-    try:
-        if inp.kind == "shards":
-            yield from _shard_documents(inp.path, splits)
-        elif inp.kind == "jsonl":
-            with _open(inp.path) as f:
-                for number, line in enumerate(f, 1):
-                    if line.strip():
-                        yield _jsonl_text(line, inp.path, number, jsonl_field)
-        else:
-            yield _read_text(inp.path)
-    except UnicodeDecodeError as e:
-        raise GPT2Error(f"{inp.path} is not UTF-8 text ({e.reason}); convert it to UTF-8 first") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise GPT2Error(f"{inp.path} is not a complete gzip file ({e})") from None
-    except Exception as e:  # zstandard's errors have no common base class but this one
-        if type(e).__name__ == "ZstdError":
-            raise GPT2Error(f"{inp.path} is not a complete zstd file ({e})") from None
-        raise
-
-
-def _jsonl_text(line: str, path: Path, number: int, field: str) -> str:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise GPT2Error(f"{path}, line {number}: not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-        raise GPT2Error(f"{path}, line {number}: no '{field}' string field (name the text field with --jsonl-field)")
-    return obj[field]
+    """The non-empty documents of one input, in order (an empty one has no n-grams). Files are read by
+    `gpt2 prepare`'s reader (gpt2/data/documents.py), a text file as one document."""
+    if inp.kind == "shards":
+        yield from _shard_documents(inp.path, splits)
+    else:
+        for doc in iter_file(inp.path, "file", jsonl_field):
+            yield doc.text
 
 
 def _shard_documents(directory: Path, splits: tuple[str, ...]) -> Iterator[str]:

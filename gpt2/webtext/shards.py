@@ -1,8 +1,9 @@
 """The files every WebText stage reads and writes: JSON-lines shards, compressed streams, stage folders.
 
 - `open_lines(path)` streams the lines of a .jsonl file, plain or compressed
-  (.zst with the 2**31-byte window that the newer Pushshift dumps need, .xz,
-  .bz2, .gz); a truncated or corrupt stream is a one-line error naming the file.
+  (gpt2/compressed.py: .zst with the 2**31-byte window that the newer Pushshift
+  dumps need, .xz, .bz2, .gz); a truncated or corrupt stream is a one-line
+  error naming the file.
 - `write_jsonl(path, rows)` writes a shard atomically (a temporary file, fsync,
   rename), so a shard either exists whole or not at all: that is what makes
   every stage resumable after kill -9 (a re-run redoes only missing shards).
@@ -12,22 +13,17 @@
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
-import io
 import json
-import lzma
 import os
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from gpt2.compressed import Truncated, open_binary, truncated_error
 from gpt2.errors import GPT2Error
 
 MARKER = "webtext-stage.json"  # names the stage that owns a folder
 STATS = "stats.json"
-ZSTD_WINDOW = 2**31  # the newer Pushshift dumps are compressed with --long=31
 
 
 def stable_hash(text: str) -> int:
@@ -35,72 +31,15 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-def _zstd_chunks(raw: io.BufferedReader) -> Iterator[bytes]:
-    """The decompressed bytes of a .zst file of one or more frames; a file cut inside a frame raises EOFError
-    (zstandard's stream reader would end quietly there)."""
-    import zstandard
-
-    dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_WINDOW)
-    dobj = dctx.decompressobj()
-    pending = False  # inside a frame
-    while block := raw.read(1 << 20):
-        while block:
-            out = dobj.decompress(block)
-            pending = True
-            if out:
-                yield out
-            if dobj.eof:
-                block = dobj.unused_data
-                dobj = dctx.decompressobj()
-                pending = False
-            else:
-                block = b""
-    if pending:
-        raise EOFError("the file ends inside a zstd frame")
-
-
-def _chunks(path: Path, raw: io.BufferedReader) -> Iterator[bytes]:
-    name = path.name
-    if name.endswith(".zst"):
-        yield from _zstd_chunks(raw)
-        return
-    opener = {".xz": lzma.LZMAFile, ".bz2": bz2.BZ2File, ".gz": lambda f: gzip.GzipFile(fileobj=f)}.get(Path(name).suffix)
-    stream = opener(raw) if opener else raw
-    while block := stream.read(1 << 20):
-        yield block
-
-
-def _corrupt(path: Path, e: Exception) -> GPT2Error:
-    return GPT2Error(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); download it again, or leave it out")
-
-
 def open_lines(path: Path) -> Iterator[bytes]:
-    """The lines of a file, decompressed by its suffix (.zst, .xz, .bz2, .gz, else plain), as bytes."""
+    """The lines of a file, decompressed by its suffix (gpt2/compressed.py), as bytes."""
     path = Path(path)
-    try:
-        raw = open(path, "rb")
-    except FileNotFoundError:
-        raise GPT2Error(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise GPT2Error(f"{path} is a directory; give a file") from None
-    errors: tuple[type[Exception], ...] = (EOFError, lzma.LZMAError, OSError, zlib.error, ValueError)
-    try:
-        import zstandard
-
-        errors += (zstandard.ZstdError,)
-    except ImportError:
-        pass
-    with raw:
+    with open_binary(path) as f:
         try:
-            rest = b""
-            for block in _chunks(path, raw):
-                lines = (rest + block).split(b"\n")
-                rest = lines.pop()
-                yield from lines
-            if rest:
-                yield rest
-        except errors as e:
-            raise _corrupt(path, e) from None
+            for line in f:
+                yield line.removesuffix(b"\n")
+        except Truncated as e:
+            raise truncated_error(path, e, "download it again, or leave it out") from None
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
