@@ -17,7 +17,7 @@ from gpt2.errors import ConfigError
 class PrepareConfig:
     """`gpt2 prepare`: text files -> documents -> uint16 token shards + manifest.json, with a held-out split."""
 
-    input: list[Path] = opt(help="text (.txt, .text, .md), JSON-lines (.jsonl) files, optionally .gz, or directories of them")
+    input: list[Path] = opt(help="text (.txt, .text, .md), JSON-lines (.jsonl) files, optionally compressed (.zst, .gz, .xz, .bz2), or directories of them")
     out: Path = opt(help="directory for the shards, manifest.json and a copy of the tokenizer")
     tokenizer: str = opt("gpt2", "tokenizer directory, or 'gpt2' for OpenAI's GPT-2 tokenizer")
     val_fraction: float = opt(0.05, "fraction of documents held out for evaluation (the paper held out 5% of WebText)")
