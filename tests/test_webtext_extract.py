@@ -27,7 +27,10 @@ def page_bytes(entry: dict) -> bytes:
 def quality(extractor: str, entries: list[tuple[str, dict]]) -> tuple[float, float]:
     found = absent = n_with = n_without = 0
     for url, e in entries:
-        page = extract_page(decode_html(page_bytes(e)), url, extractor)
+        try:
+            page = extract_page(decode_html(page_bytes(e)), url, extractor)
+        except ValueError:  # newspaper4k on a page with control characters; the stage drops such a page
+            page = None
         text = page["text"] if page else ""
         found += sum(s in text for s in e["with"])
         absent += sum(s not in text for s in e["without"])
@@ -35,9 +38,11 @@ def quality(extractor: str, entries: list[tuple[str, dict]]) -> tuple[float, flo
     return found / n_with, absent / n_without
 
 
-@pytest.mark.parametrize("extractor, min_with, min_without", [("trafilatura", 0.90, 0.85), ("resiliparse", 0.90, 0.65)])
+@pytest.mark.parametrize("extractor, min_with, min_without",
+                         [("trafilatura", 0.90, 0.85), ("resiliparse", 0.90, 0.65), ("newspaper", 0.70, 0.90)])
 def test_main_text_quality_on_real_pages(extractor, min_with, min_without):
-    """Every 5th page (60); docs/webtext.md gives all 300 (trafilatura 0.946 / 0.890, resiliparse 0.954 / 0.740)."""
+    """Every 5th page (60); docs/webtext.md gives all 300 (trafilatura 0.946 / 0.890, resiliparse 0.954 / 0.740,
+    newspaper4k 0.760 / 0.936)."""
     with_share, without_share = quality(extractor, list(META.items())[::5])
     assert with_share >= min_with and without_share >= min_without, (with_share, without_share)
 
