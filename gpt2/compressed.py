@@ -81,19 +81,21 @@ class _Chunks(io.RawIOBase):
     """A readable binary stream over an iterator of byte blocks."""
 
     def __init__(self, chunks: Iterator[bytes], raw: BinaryIO):
-        self._chunks, self._raw, self._block = chunks, raw, b""
+        self._chunks, self._raw = chunks, raw
+        self._block, self._at = memoryview(b""), 0  # the current block and how much of it was read
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._block:
-            self._block = next(self._chunks, b"")
-            if not self._block:
+        while self._at == len(self._block):
+            block = next(self._chunks, b"")
+            if not block:
                 return 0
-        n = min(len(buffer), len(self._block))
-        buffer[:n] = self._block[:n]
-        self._block = self._block[n:]
+            self._block, self._at = memoryview(block), 0
+        n = min(len(buffer), len(self._block) - self._at)
+        buffer[:n] = self._block[self._at : self._at + n]
+        self._at += n
         return n
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ import regex
 
 from gpt2 import download
 from gpt2.atomic import write_atomic
+from gpt2.compressed import Truncated, truncated_error
 from gpt2.errors import GPT2Error
 from gpt2.textfile import open_text, read_stdin, read_text
 
@@ -232,6 +233,8 @@ def iter_file_text(paths: Sequence[Path], chunk_chars: int = 1 << 20) -> Iterato
             raise GPT2Error(f"{path} is not UTF-8 text ({e.reason} in a block of it); convert it to UTF-8 first") from None
         except IsADirectoryError:
             raise GPT2Error(f"{path} is a directory; pass the text files inside it") from None
+        except Truncated as e:
+            raise truncated_error(path, e) from None
         except OSError as e:
             raise GPT2Error(f"cannot read {path}: {e.strerror}") from None
 

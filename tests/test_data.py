@@ -521,3 +521,8 @@ def test_compressed_inputs_give_the_tokens_of_the_plain_ones(corpus, tmp_path):
     (tmp_path / "cut" / "wiki.jsonl.zst").write_bytes(cut)
     with pytest.raises(GPT2Error, match=r"wiki.jsonl.zst is truncated or corrupt"):
         prepare(make_cfg([tmp_path / "cut"], tmp_path / "ds-cut", shard_tokens=4096))
+    from gpt2.tokenizer import iter_file_text  # `gpt2 tokenizer train` reads the same way
+
+    assert "".join(iter_file_text([tmp_path / "in" / "wiki.jsonl.zst"], chunk_chars=1000)) == plain.decode()
+    with pytest.raises(GPT2Error, match=r"wiki.jsonl.zst is truncated or corrupt"):
+        list(iter_file_text([tmp_path / "cut" / "wiki.jsonl.zst"]))

@@ -69,7 +69,7 @@ def documents(folder) -> dict[str, dict]:
     return {d["url"]: d for p in sorted(folder.glob("docs-*.jsonl*")) for d in read_jsonl(p)}
 
 
-def test_reddit_dump_to_token_shards(tmp_path, tiktoken_gpt2):
+def test_reddit_dump_to_token_shards(tmp_path, tiktoken_gpt2, monkeypatch):
     urls = link_urls(tmp_path, MIN_KARMA)
     with Server([b for _, b in PAGES], proxy_pages=page_map(urls)) as server:
         report = build(settings(tmp_path / "wt", server.base))
@@ -122,6 +122,10 @@ def test_reddit_dump_to_token_shards(tmp_path, tiktoken_gpt2):
         build(settings(tmp_path / "wt", "http://127.0.0.1:9", links={"min_karma": 3, "shards": 3, "compress": True}))
     assert (out / "config.toml").read_text() == recorded
     build(settings(tmp_path / "wt", "http://127.0.0.1:9", fetch={"proxy": "http://127.0.0.1:9", "concurrency": 2}))  # how, not what
+    monkeypatch.chdir(DUMPS.parent)  # the same dumps named by a relative path
+    build(settings(tmp_path / "wt", "http://127.0.0.1:9", input=[DUMPS.name]))
+    with pytest.raises(GPT2Error, match=r"wt/fetch was made with fetch.limit=None, not 2"):
+        build(settings(tmp_path / "wt", "http://127.0.0.1:9", fetch={"proxy": "http://127.0.0.1:9", "limit": 2}))
     (out / "clean" / "stats.json").unlink()
     with pytest.raises(GPT2Error, match=r"wt/dedup is finished but .*wt/clean, before it, is not"):
         build(settings(tmp_path / "wt", "http://127.0.0.1:9"))

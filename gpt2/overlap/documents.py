@@ -3,8 +3,8 @@
 n-grams never cross a document boundary (gpt2/overlap/ngrams.py), so what a
 document is matters:
 
-    a text file (any name; .gz and .zst are decompressed)   one document: the whole file
-    a JSON-lines file (.jsonl, .jsonl.gz, .jsonl.zst)       one document per line: its `text` field
+    a text file (any name; .zst .gz .xz .bz2 decompressed)  one non-empty document: the whole file
+    a JSON-lines file (.jsonl, also compressed)             one document per line with non-empty `text`
                                                             (what `gpt2 webtext` and `gpt2 prepare` read)
     a dataset directory of `gpt2 prepare` (manifest.json)   one document per <|endoftext|>-separated run of
                                                             tokens of its training split, decoded with the
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2.compressed import SUFFIXES
 from gpt2.data.documents import iter_file
 from gpt2.errors import GPT2Error
 
@@ -41,7 +42,7 @@ class Input:
 
 
 def _kind(path: Path) -> str:
-    name = path.name.removesuffix(".gz").removesuffix(".zst")
+    name = path.name.removesuffix(path.suffix) if path.suffix in SUFFIXES else path.name
     return "jsonl" if name.endswith(".jsonl") else "text"
 
 

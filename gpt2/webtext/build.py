@@ -247,16 +247,31 @@ SHAPED_BY = {
 }
 
 
+_UNSET = object()
+
+
 def _setting(config: dict, dotted: str) -> object:
     for key in dotted.split("."):
-        config = config.get(key) if isinstance(config, dict) else None
+        config = config.get(key, _UNSET) if isinstance(config, dict) else _UNSET
     return config
 
 
-def check_finished_stages(cfg: C.WebTextBuildConfig, out: Path, run: list[Stage]) -> None:
-    """Refuse to continue a build whose finished stages were made with other settings, or out of order.
+def _shaping(config: dict, field: str, cfg: C.WebTextBuildConfig) -> object:
+    """A setting of SHAPED_BY as written in a build's config.toml, comparable across runs: the dumps as resolved
+    paths; a field the file leaves out as its default (TOML cannot hold None; a field newer than the file)."""
+    value = _setting(config, field)
+    if field == "input":
+        return sorted(str(Path(p).resolve()) for p in value)
+    if value is _UNSET:
+        section, name = field.split(".")
+        return C.to_dict(type(getattr(cfg, section))())[name]
+    return value
 
-    OUT/config.toml (written by the build before) says how the finished stages were made; a stage finished before
+
+def check_finished_stages(cfg: C.WebTextBuildConfig, out: Path, run: list[Stage]) -> None:
+    """Refuse to continue a build whose stages were made (or begun) with other settings, or out of order.
+
+    OUT/config.toml (written by the build before) says how the stages on disk were made; a stage finished after
     one that is not (its input deleted, to be made again) would be stale."""
     finished = [(out / s.name / STATS).exists() for s in run]
     for i, stage in enumerate(run):
@@ -267,15 +282,17 @@ def check_finished_stages(cfg: C.WebTextBuildConfig, out: Path, run: list[Stage]
     try:
         before = C.load_toml(out / "config.toml")
     except (OSError, C.ConfigError):
-        return  # a build from before this record, or stages run one by one: nothing to compare
+        return  # no build wrote here before, or stages run one by one: nothing to compare
     now = C.to_dict(cfg)
-    for stage, done in zip(run, finished):
-        for field in SHAPED_BY.get(stage.name, ()) if done else ():
-            if not isinstance(_setting(before, field.split(".")[0]), (dict, list)):
-                continue  # not recorded
-            old, new = _setting(before, field), _setting(now, field)
+    for i, stage in enumerate(run):
+        if not (out / stage.name).is_dir() or not any((out / stage.name).iterdir()):
+            continue
+        for field in SHAPED_BY.get(stage.name, ()):
+            if _setting(before, field.split(".")[0]) is _UNSET:
+                continue  # a section the old file does not have: not recorded
+            old, new = _shaping(before, field, cfg), _shaping(now, field, cfg)
             if old != new:
-                later = [s.name for s in run[run.index(stage) + 1:]]
+                later = [s.name for s in run[i + 1 :]]
                 raise GPT2Error(f"{out / stage.name} was made with {field}={old!r}, not {new!r}: delete {out / stage.name}"
                                 + (f" and the stages after it ({', '.join(later)})" if later else "")
                                 + " to make them again with the new setting, or give a new --out")

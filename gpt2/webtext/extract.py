@@ -136,7 +136,7 @@ def extract_page(html: str, url: str, extractor: str) -> dict | None:
         try:
             import newspaper
         except ImportError:
-            raise GPT2Error("--extractor newspaper needs newspaper4k: pip install newspaper4k") from None
+            raise GPT2Error("--extractor newspaper needs newspaper4k: pip install 'gpt2-lm[webtext]'") from None
         article = newspaper.Article(url, fetch_images=False)
         article.download(input_html=html)
         article.parse()
@@ -313,7 +313,7 @@ def extract(cfg, engine=None) -> dict:
         try:
             import newspaper  # noqa: F401
         except ImportError:
-            raise GPT2Error("--extractor newspaper needs newspaper4k: pip install newspaper4k") from None
+            raise GPT2Error("--extractor newspaper needs newspaper4k: pip install 'gpt2-lm[webtext]'") from None
     out = StageDir(cfg.out, "extract", {"extractor": cfg.extractor, "compress": cfg.compress})
     with open_engine(cfg, engine) as engine:
         results = engine.map(
