@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	@echo "setup 1/3: a virtual environment in $(VENV) with a recent pip (seconds)"
 	$(PY) -m venv $(VENV)
 	@# pip before 23.3 fails to resolve lxml[html-clean] asked for twice (trafilatura's jusText and newspaper4k)
-	$(PIP) install -q --upgrade "pip>=24" || echo "could not upgrade pip; an older pip may fail to resolve the webtext extra"
+	$(PIP) install --upgrade "pip>=24" || echo "could not upgrade pip; an older pip may fail to resolve the webtext extra"
 	@echo "setup 2/3: torch 2.13.0, $(TORCH_BUILD) build (a local wheel if pip has one; else a download of about $(if $(filter cpu,$(TORCH_BUILD)),190 MB,2.7 GB): minutes)"
 	@$(MAKE) --no-print-directory torch PIP="$(PIP)" TORCH="$(TORCH_BUILD)"
 	@echo "setup 3/3: the package (gpt2-lm, editable) and what the tests need: about 160 packages, 1.4 GB: the test references and clients (2-5 minutes)"
