@@ -160,9 +160,12 @@ def plot(study: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    scratch = study["table5"].get("(c) no pre-training", {})
     for task, points in study["transfer"].items():
         ks = sorted(points, key=int)
-        left.plot([int(k) for k in ks], [points[k] for k in ks], "o-", label=f"{task} ({MAIN_METRIC[task]})")
+        line, = left.plot([int(k) for k in ks], [points[k] for k in ks], "o-", label=f"{task} ({MAIN_METRIC[task]})")
+        if task in scratch:
+            left.axhline(scratch[task], color=line.get_color(), linestyle="--", linewidth=1, label=f"{task}, no pre-training")
     left.set_xlabel("pre-trained layers transferred")
     left.set_ylabel("evaluation split")
     left.set_title("fine-tuning with the first k layers transferred")
@@ -173,7 +176,7 @@ def plot(study: dict, path: Path) -> None:
         values = [study["zero_shot_curve"][s].get(task) for s in steps]
         if any(v is not None for v in values):
             right.plot([int(s) for s in steps], values, "o-", label=task)
-    right.set_xscale("log")
+    right.axhline(50, color="gray", linestyle=":", linewidth=1, label="chance (accuracy)")
     right.set_xlabel("pre-training steps")
     right.set_ylabel("zero-shot heuristic (accuracy; CoLA: MCC)")
     right.set_title("zero-shot heuristics along pre-training")
