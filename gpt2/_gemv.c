@@ -252,9 +252,15 @@ static int cpu_ok(void) {
 
 static Job job;
 static atomic_long next_task; /* the next task of the job to take */
-static int active;              /* threads taking part in the current job, the caller included */
+static int active;              /* threads that may take part in the current job, the caller included */
 static atomic_ulong generation; /* bumped once per job */
-static atomic_int finished;     /* workers done with the current generation */
+/* Workers join the open job and count themselves in `joined`; once the caller has run out of tasks it
+   closes the job (CLOSED) and waits only for the workers that joined. A worker that the OS has not run
+   yet (preempted by another process, asleep) never holds the caller up: it finds the job closed and
+   skips it. */
+#define CLOSED (1 << 30)
+static atomic_int joined = CLOSED;
+static atomic_int finished; /* workers that joined the current job and are done with it */
 static int n_workers;
 static unsigned long born; /* generation when the newest workers were started */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -298,7 +304,13 @@ static void *worker(void *arg) {
             }
         }
         seen = g;
-        if (id < active) take_tasks();
+        if (id >= active) continue;
+        int state = atomic_load_explicit(&joined, memory_order_acquire);
+        while (!(state & CLOSED) &&
+               !atomic_compare_exchange_weak_explicit(&joined, &state, state + 1, memory_order_acq_rel, memory_order_acquire))
+            ;
+        if (state & CLOSED) continue; /* too late for that job (or between jobs) */
+        take_tasks();
         atomic_fetch_add_explicit(&finished, 1, memory_order_release);
     }
     return NULL;
@@ -307,6 +319,7 @@ static void *worker(void *arg) {
 static void after_fork_in_child(void) {
     /* the workers do not exist in a forked child: start a new pool there when needed */
     n_workers = 0;
+    atomic_store(&joined, CLOSED);
     pthread_mutex_init(&lock, NULL);
     pthread_mutex_init(&busy, NULL);
     pthread_cond_init(&wake, NULL);
@@ -360,12 +373,14 @@ static void run_job_spinning(int threads, long spin) {
     }
     active = threads;
     atomic_store_explicit(&finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&joined, 0, memory_order_release); /* open: the job's fields are written */
     pthread_mutex_lock(&lock);
     atomic_fetch_add_explicit(&generation, 1, memory_order_release);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
     take_tasks();
-    while (atomic_load_explicit(&finished, memory_order_acquire) < n_workers) _mm_pause();
+    const int helpers = atomic_fetch_or_explicit(&joined, CLOSED, memory_order_acq_rel);
+    while (atomic_load_explicit(&finished, memory_order_acquire) < helpers) _mm_pause();
 }
 
 static void run_job(int threads) { run_job_spinning(threads, SPIN_NS); }
