@@ -55,7 +55,8 @@ class Documents(Protocol):
 # files
 
 
-def _kind(path: Path) -> str | None:
+def file_kind(path: Path) -> str | None:
+    """'jsonl' or 'text' by the name (a compression suffix aside), None for another file."""
     name = path.name.removesuffix(path.suffix) if path.suffix in SUFFIXES else path.name
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
@@ -73,7 +74,7 @@ def list_inputs(paths: list[Path]) -> list[Path]:
             found = sorted(
                 f
                 for f in path.rglob("*")
-                if f.is_file() and _kind(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                if f.is_file() and file_kind(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
             )
             if not found:
                 raise GPT2Error(f"directory {path} holds no .txt, .text, .md or .jsonl files (optionally .zst, .gz, .xz or .bz2)")
@@ -126,7 +127,7 @@ def iter_file(path: Path, text_documents: str = "file", jsonl_field: str = "text
     """The non-empty documents of one input file."""
     try:
         with open_text(path) as f:
-            if _kind(path) == "jsonl":
+            if file_kind(path) == "jsonl":
                 yield from _jsonl_documents(path, f, jsonl_field, id_field)
             elif text_documents == "file":
                 text = f.read()

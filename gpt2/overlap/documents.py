@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2.compressed import SUFFIXES
-from gpt2.data.documents import iter_file
+from gpt2.data.documents import file_kind, iter_file
 from gpt2.errors import GPT2Error
 
 _MANIFEST = "manifest.json"
@@ -42,8 +41,7 @@ class Input:
 
 
 def _kind(path: Path) -> str:
-    name = path.name.removesuffix(path.suffix) if path.suffix in SUFFIXES else path.name
-    return "jsonl" if name.endswith(".jsonl") else "text"
+    return "jsonl" if file_kind(path) == "jsonl" else "text"  # any other file is text here
 
 
 def _shard_bytes(directory: Path, splits: tuple[str, ...]) -> int:

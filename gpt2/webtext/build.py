@@ -268,7 +268,7 @@ def _shaping(config: dict, field: str, cfg: C.WebTextBuildConfig) -> object:
     return value
 
 
-def check_finished_stages(cfg: C.WebTextBuildConfig, out: Path, run: list[Stage]) -> None:
+def check_stages_on_disk(cfg: C.WebTextBuildConfig, out: Path, run: list[Stage]) -> None:
     """Refuse to continue a build whose stages were made (or begun) with other settings, or out of order.
 
     OUT/config.toml (written by the build before) says how the stages on disk were made; a stage finished after
@@ -314,7 +314,7 @@ def build(cfg: C.WebTextBuildConfig) -> dict:
         if foreign:
             raise GPT2Error(f"--out {out} holds {foreign[0]}, which `gpt2 webtext build` did not write; give a new or empty folder")
     run = stages(cfg)
-    check_finished_stages(cfg, out, run)
+    check_stages_on_disk(cfg, out, run)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(C.to_toml(cfg), encoding="utf-8")
     stats: dict[str, dict] = {}
