@@ -76,9 +76,13 @@ def test_gelu_kernel_sizes_and_threads_write_every_value_and_nothing_more(n, thr
     if dtype == torch.bfloat16:
         close_to_rounded(out[:n], gelu64(x[:n]), tiny=2e-37)
     else:
-        # relative 3e-6 down to x = -5 (the exp of -2|z| carries z's float32 error, ~1e-7 * |2z|); below, values
-        # under 1e-11 whose relative error grows with |x| (and that become 0 from x ~ -10)
-        torch.testing.assert_close(out[:n].double(), gelu64(x[:n]), rtol=3e-6, atol=1e-15)
+        # relative 3e-6 down to x = -5; below, the exp of -2|z| carries z's float32 error (~1e-7 * |2z|), so the
+        # relative error grows with |x|: up to 0.93e-6 |x| over 60 draws of 196,609 values (values reach 0 from
+        # x ~ -10, hence the absolute 1e-15)
+        xs, ref = x[:n].double(), gelu64(x[:n])
+        rtol = torch.where(xs < -5, 1.2e-6 * xs.abs(), torch.full_like(xs, 3e-6))
+        err = (out[:n].double() - ref).abs()
+        assert bool((err <= rtol * ref.abs() + 1e-15).all()), float((err / (rtol * ref.abs() + 1e-15)).max())
     assert bool((out[n:] == 7.0).all())
 
 
